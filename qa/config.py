@@ -1,0 +1,25 @@
+"""Where things live by default, and the environment variables that move them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_INDEX = "QA_INDEX"
+ENV_MODEL = "QA_MODEL"
+
+
+def default_index_dir() -> Path:
+    """``$QA_INDEX``, else ``$XDG_DATA_HOME/qa/index`` (``~/.local/share/qa/index``)."""
+    if os.environ.get(ENV_INDEX):
+        return Path(os.environ[ENV_INDEX]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "qa" / "index"
+
+
+def default_model() -> str | None:
+    """``$QA_MODEL`` if set; otherwise None, meaning the index's own model or the default."""
+    return os.environ.get(ENV_MODEL) or None
+
+
+SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"

@@ -1,0 +1,216 @@
+"""Indexing: read files, split them into passages, embed, and store one commit.
+
+Only new or changed files (by content hash) are embedded; the model is not even
+loaded when nothing changed. A file that cannot be read is skipped and named,
+and everything else is still indexed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from qa.read import ReadError, iter_files, read_document
+from qa.records import PassageSpan
+from qa.split import split_passages
+from qa.store import Writer
+
+logger = logging.getLogger(__name__)
+
+# Embed several documents' texts in one call: many small files would otherwise
+# each pay for a short, badly filled batch.
+_EMBED_GROUP = 512
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.path}: {self.reason}"
+
+
+@dataclass
+class IndexReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    passages_embedded: int = 0
+    sentences_embedded: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "passages_embedded": self.passages_embedded,
+            "sentences_embedded": self.sentences_embedded,
+        }
+
+
+@dataclass
+class _Pending:
+    path: str
+    source: str
+    sha256: str
+    encoding: str
+    text: str
+    passages: list[PassageSpan]
+
+
+def index_paths(
+    paths: Sequence[str | os.PathLike],
+    writer: Writer,
+    get_embedder: Callable[[], object],
+    *,
+    progress: bool = False,
+    prune: bool = True,
+) -> IndexReport:
+    """Bring the index in ``writer`` up to date with the files under ``paths``.
+
+    ``get_embedder`` is called only if something needs embedding. With ``prune``,
+    documents that came from a folder in ``paths`` and are gone from it are removed.
+    """
+    report = IndexReport()
+    stored = writer.document_hashes()
+    seen: set[str] = set()
+    pending: list[_Pending] = []
+    embedder = None
+
+    files = list(_existing_files(paths, report))
+    bar = _progress_bar(len(files), progress)
+    try:
+        for file, name in files:
+            seen.add(name)
+            try:
+                extracted = read_document(file)
+            except ReadError as exc:
+                report.skipped.append(Skipped(str(file), str(exc)))
+                bar.update(1)
+                continue
+            previous = stored.get(name)
+            if previous and previous[0] == extracted.sha256:
+                report.unchanged.append(name)
+                bar.update(1)
+                continue
+            if embedder is None:
+                embedder = get_embedder()
+            spans = list(
+                split_passages(extracted.text, embedder.token_offsets, max_tokens=embedder.max_tokens)
+            )
+            if not spans:
+                report.skipped.append(Skipped(str(file), "no text to index"))
+                bar.update(1)
+                continue
+            (report.updated if previous else report.added).append(name)
+            pending.append(
+                _Pending(name, str(Path(file).resolve()), extracted.sha256, extracted.encoding, extracted.text, spans)
+            )
+            if sum(len(p.passages) for p in pending) >= _EMBED_GROUP:
+                _embed_and_store(pending, writer, embedder, report)
+                bar.update(len(pending))
+                pending = []
+        if pending:
+            _embed_and_store(pending, writer, embedder, report)
+            bar.update(len(pending))
+    finally:
+        bar.close()
+
+    if prune:
+        for name in _vanished(paths, stored, seen):
+            writer.remove_document(name)
+            report.removed.append(name)
+    return report
+
+
+def _existing_files(paths, report: IndexReport):
+    for given in paths:
+        if not Path(given).exists():
+            report.skipped.append(Skipped(str(given), "no such file or folder"))
+            continue
+        yield from iter_files([given])
+
+
+def _vanished(paths, stored: dict[str, tuple[str, str | None]], seen: set[str]) -> list[str]:
+    """Stored documents whose source lay under a folder being indexed and is gone."""
+    folders = [Path(p).resolve() for p in paths if Path(p).is_dir()]
+    gone = []
+    for name, (_, source) in stored.items():
+        if name in seen or not source:
+            continue
+        src = Path(source)
+        if any(src.is_relative_to(folder) for folder in folders) and not src.exists():
+            gone.append(name)
+    return sorted(gone)
+
+
+def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: IndexReport) -> None:
+    passage_texts: list[str] = []
+    sentence_texts: list[str] = []
+    # A passage that is a single sentence reuses its passage vector.
+    reuse: list[int] = []  # per sentence: index into passage_texts, or -1
+    for doc in pending:
+        for span in doc.passages:
+            passage_index = len(passage_texts)
+            passage_texts.append(doc.text[span.start : span.end])
+            single = len(span.sentences) == 1 and (span.sentences[0].start, span.sentences[0].end) == (
+                span.start,
+                span.end,
+            )
+            for sentence in span.sentences:
+                if single:
+                    reuse.append(passage_index)
+                else:
+                    reuse.append(-1)
+                    sentence_texts.append(doc.text[sentence.start : sentence.end])
+    vectors = embedder.encode(passage_texts + sentence_texts)
+    passage_vectors = vectors[: len(passage_texts)]
+    own_sentence_vectors = iter(vectors[len(passage_texts) :])
+    sentence_vectors = np.stack(
+        [passage_vectors[i] if i >= 0 else next(own_sentence_vectors) for i in reuse]
+    ) if reuse else np.zeros((0, passage_vectors.shape[1]), dtype=np.float32)
+    report.passages_embedded += len(passage_texts)
+    report.sentences_embedded += len(sentence_texts)
+
+    p_at = s_at = 0
+    for doc in pending:
+        n_passages = len(doc.passages)
+        n_sentences = sum(len(span.sentences) for span in doc.passages)
+        writer.add_document(
+            path=doc.path,
+            source=doc.source,
+            sha256=doc.sha256,
+            encoding=doc.encoding,
+            text=doc.text,
+            passages=doc.passages,
+            passage_vectors=passage_vectors[p_at : p_at + n_passages],
+            sentence_vectors=sentence_vectors[s_at : s_at + n_sentences],
+        )
+        p_at += n_passages
+        s_at += n_sentences
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="indexing", dynamic_ncols=True)

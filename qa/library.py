@@ -1,0 +1,162 @@
+"""The one library API that the CLI, the chat page and scripts share."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from qa.cite import Shown, show
+from qa.config import default_index_dir, default_model
+from qa.ingest import IndexReport, index_paths
+from qa.records import Answer, Document
+from qa.search import QueryError, search
+from qa.store import MANIFEST, ModelInfo, Snapshot, Writer, check_model, read_manifest
+
+logger = logging.getLogger(__name__)
+
+# Longer questions are cut here: the model reads 256 tokens at most anyway, and
+# this bounds the lexical query's cost.
+MAX_QUESTION_CHARS = 2000
+
+
+class QA:
+    """An index folder and the embedding model that goes with it.
+
+    ``model`` is a sentence-transformers name or path; by default the index's own
+    model (or all-MiniLM-L6-v2 for a new index). ``embedder`` replaces the model
+    object itself (tests use a fake one). Safe to share between threads.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike | None = None, *, model: str | None = None, embedder=None):
+        self.index_dir = Path(index_dir) if index_dir else default_index_dir()
+        self._model_name = model or default_model()
+        self._embedder = embedder
+        self._snapshot: Snapshot | None = None
+        self._snapshot_stamp: tuple | None = None
+        self._lock = threading.Lock()
+
+    # -- model -------------------------------------------------------------------------
+
+    def _wanted_model(self) -> str | None:
+        if self._embedder is not None:
+            return self._embedder.name
+        if self._model_name:
+            return self._model_name
+        try:
+            return read_manifest(self.index_dir)["model"]["name"]
+        except Exception:
+            return None
+
+    @property
+    def embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from embeddings import load_embedder
+
+                self._embedder = load_embedder(self._wanted_model())
+            return self._embedder
+
+    def _model_info(self) -> ModelInfo:
+        e = self.embedder
+        return ModelInfo(e.name, e.dimension, e.max_tokens)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The latest committed generation; reopened when a writer has committed since."""
+        try:
+            stat = (self.index_dir / MANIFEST).stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if self._snapshot is None or stamp != self._snapshot_stamp:
+                fresh = Snapshot(self.index_dir)
+                wanted = self._embedder.name if self._embedder is not None else self._model_name
+                check_model(fresh.manifest, wanted, self.index_dir)
+                self._snapshot, self._snapshot_stamp = fresh, stamp
+            return self._snapshot
+
+    def exists(self) -> bool:
+        return (self.index_dir / MANIFEST).exists()
+
+    def documents(self) -> list[Document]:
+        return self.snapshot().documents()
+
+    def show(self, citation: str, *, context: int = 1) -> Shown:
+        return show(self.snapshot(), citation, context=context)
+
+    def ask(self, question: str, *, k: int = 5, id: str | None = None, retriever: str = "hybrid") -> Answer:
+        return next(self.ask_many([(id, question)], k=k, retriever=retriever))
+
+    def ask_many(
+        self,
+        questions: Iterable[tuple[str | None, str]],
+        *,
+        k: int = 5,
+        retriever: str = "hybrid",
+        batch_size: int = 64,
+    ) -> Iterator[Answer]:
+        """Answer ``(id, question)`` pairs in order, embedding questions in batches."""
+        snapshot = self.snapshot()
+        batch: list[tuple[str | None, str]] = []
+        for item in questions:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                yield from self._answer_batch(snapshot, batch, k, retriever)
+                batch = []
+        if batch:
+            yield from self._answer_batch(snapshot, batch, k, retriever)
+
+    def _answer_batch(self, snapshot, batch, k, retriever) -> Iterator[Answer]:
+        texts = [_clean_question(q) for _, q in batch]
+        vectors = self.embedder.encode(texts)
+        for (qid, _), text, vector in zip(batch, texts, vectors):
+            answer = search(snapshot, vector, text, k=k, retriever=retriever)
+            yield Answer(answer.question, answer.answered, answer.confidence, answer.hits, qid)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def index(self, paths: Sequence[str | os.PathLike], *, progress: bool = False, prune: bool = True) -> IndexReport:
+        """Add or update the files under ``paths``; one commit at the end."""
+        info = self._lazy_model_info()
+        with Writer(self.index_dir, info) as writer:
+            report = index_paths(paths, writer, lambda: self.embedder, progress=progress, prune=prune)
+            changed = report.added or report.updated or report.removed or not self.exists()
+            if not changed:
+                writer.discard()  # nothing to commit: keep the current generation
+        return report
+
+    def remove(self, docs: Sequence[str]) -> list[str]:
+        from qa.cite import resolve_document
+
+        snapshot = self.snapshot()
+        names = [resolve_document(snapshot, d) for d in docs]
+        with Writer(self.index_dir, ModelInfo(**snapshot.manifest["model"])) as writer:
+            for name in names:
+                writer.remove_document(name)
+        return names
+
+    def _lazy_model_info(self) -> ModelInfo:
+        """The model facts a writer checks, without loading a model when the index knows them."""
+        try:
+            stored = read_manifest(self.index_dir)["model"]
+        except Exception:
+            return self._model_info()
+        wanted = self._wanted_model()
+        check_model({"model": stored}, wanted, self.index_dir)
+        if self._embedder is None:
+            return ModelInfo(**stored)
+        return self._model_info()
+
+
+def _clean_question(question: str) -> str:
+    if not isinstance(question, str):
+        raise QueryError("the question must be text")
+    cleaned = "".join(ch if ch.isprintable() or ch in "\t\n" else " " for ch in question).strip()
+    if not cleaned:
+        raise QueryError("the question is empty")
+    return cleaned[:MAX_QUESTION_CHARS]

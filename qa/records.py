@@ -1,0 +1,109 @@
+"""The records that flow between stages. All frozen: a stage never edits another's output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Span:
+    """A character range ``[start, end)`` of a document's extracted text."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class PassageSpan:
+    """Where a passage lies: paragraph number (1-based), window within it (1-based), range."""
+
+    paragraph: int
+    window: int
+    windows: int
+    start: int
+    end: int
+    sentences: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class Document:
+    """An indexed document as the catalog knows it."""
+
+    id: int
+    path: str
+    sha256: str
+    passages: int = 0
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: int
+    doc: str
+    paragraph: int
+    window: int
+    windows: int
+    start: int
+    end: int
+    text: str
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked passage for a question."""
+
+    rank: int
+    score: float
+    passage: Passage
+    highlight: str
+    highlight_start: int
+    highlight_end: int
+    similarity: float
+
+    @property
+    def citation(self) -> str:
+        from qa.cite import format_citation
+
+        return format_citation(self.passage)
+
+    def to_json(self) -> dict:
+        p = self.passage
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 4),
+            "doc": p.doc,
+            "paragraph": p.paragraph,
+            "page": p.page,
+            "start": p.start,
+            "end": p.end,
+            "text": p.text,
+            "highlight": self.highlight,
+            "highlight_start": self.highlight_start,
+            "highlight_end": self.highlight_end,
+            "similarity": round(self.similarity, 4),
+            "citation": self.citation,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The passages found for one question, and whether any of them is a credible answer."""
+
+    question: str
+    answered: bool
+    confidence: float
+    hits: tuple[Hit, ...] = field(default_factory=tuple)
+    id: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answered": self.answered,
+            "confidence": round(self.confidence, 4),
+            "results": [hit.to_json() for hit in self.hits],
+        }
+
+
+def as_dict(record) -> dict:
+    return asdict(record)

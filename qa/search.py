@@ -1,0 +1,139 @@
+"""Hybrid retrieval: lexical (FTS5 bm25) and dense (passage and sentence vectors), fused.
+
+Each signal is computed for the same candidate passages (the union of each
+retriever's top hits), standardised to z-scores over those candidates, and
+summed. Z-scores put bm25's unbounded scale and cosine's narrow one on the same
+footing without tuning a weight per corpus. A passage's sentence signal is the
+cosine of its best sentence, which is also the sentence highlighted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qa.lexical import fts_query
+from qa.records import Answer, Hit
+from qa.store import Snapshot
+
+RETRIEVERS = ("hybrid", "lexical", "dense")
+
+# How many candidates each retriever contributes before fusion.
+CANDIDATES = 100
+
+# The top passage counts as an answer when its best sentence is at least this
+# similar to the question (cosine, all-MiniLM-L6-v2). A cosine does not change
+# with the size of the corpus, unlike rank-based or z-scored figures.
+ANSWER_SIMILARITY = 0.40
+
+
+class QueryError(Exception):
+    """The question cannot be searched; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    passage_id: int
+    lexical: float
+    passage_cosine: float
+    sentence_cosine: float
+    sentence: tuple[int, int]
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    if std < 1e-9:
+        return np.zeros_like(values)
+    return (values - values.mean()) / std
+
+
+def _candidates(snapshot: Snapshot, query_vector: np.ndarray, match: str | None, pool: int) -> list[_Candidate]:
+    lexical = dict(snapshot.lexical(match, pool)) if match else {}
+    ids = dict.fromkeys(lexical)
+    passage_ids, _ = snapshot.passage_vectors.search(query_vector, pool)
+    ids.update(dict.fromkeys(int(i) for i in passage_ids))
+    sentence_ids, _ = snapshot.sentence_vectors.search(query_vector, pool)
+    ids.update(dict.fromkeys(snapshot.passage_of_sentences(int(i) for i in sentence_ids).values()))
+    ids = list(ids)
+    if not ids:
+        return []
+
+    missing = [i for i in ids if i not in lexical]
+    if match and missing:
+        lexical.update(snapshot.lexical(match, len(missing), only=missing))
+
+    passage_cos = snapshot.passage_vectors.vectors(ids) @ query_vector
+    sentences = snapshot.sentences(ids)
+    flat = [s for i in ids for s in sentences[i]]
+    sentence_cos = snapshot.sentence_vectors.vectors([s[0] for s in flat]) @ query_vector
+    out: list[_Candidate] = []
+    at = 0
+    for position, passage_id in enumerate(ids):
+        own = sentences[passage_id]
+        if own:
+            scores = sentence_cos[at : at + len(own)]
+            best = int(np.argmax(scores))
+            best_cos, best_span = float(scores[best]), (own[best][1], own[best][2])
+        else:  # cannot happen for data written by the indexer; keep the passage usable
+            best_cos, best_span = float(passage_cos[position]), (-1, -1)
+        at += len(own)
+        out.append(
+            _Candidate(passage_id, lexical.get(passage_id, 0.0), float(passage_cos[position]), best_cos, best_span)
+        )
+    return out
+
+
+def _fuse(candidates: list[_Candidate], retriever: str) -> np.ndarray:
+    lexical = np.array([c.lexical for c in candidates])
+    passage = np.array([c.passage_cosine for c in candidates])
+    sentence = np.array([c.sentence_cosine for c in candidates])
+    if retriever == "lexical":
+        return lexical
+    if retriever == "dense":
+        return passage
+    return _zscore(lexical) + _zscore(passage) + _zscore(sentence)
+
+
+def search(
+    snapshot: Snapshot,
+    query_vector: np.ndarray,
+    question: str,
+    *,
+    k: int = 5,
+    retriever: str = "hybrid",
+    pool: int = CANDIDATES,
+    answer_similarity: float = ANSWER_SIMILARITY,
+) -> Answer:
+    """The ``k`` best passages for ``question`` (already embedded as ``query_vector``)."""
+    if retriever not in RETRIEVERS:
+        raise QueryError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
+    if k < 1:
+        raise QueryError("k must be at least 1")
+    match = fts_query(question)
+    candidates = _candidates(snapshot, np.asarray(query_vector, dtype=np.float32), match, max(pool, k))
+    if retriever == "lexical":
+        candidates = [c for c in candidates if c.lexical > 0]
+    if not candidates:
+        return Answer(question=question, answered=False, confidence=0.0, hits=())
+    scores = _fuse(candidates, retriever)
+    order = np.argsort(-scores, kind="stable")[:k]
+    passages = snapshot.passages(candidates[i].passage_id for i in order)
+    hits = []
+    for rank, i in enumerate(order, start=1):
+        c = candidates[i]
+        passage = passages[c.passage_id]
+        start, end = c.sentence if c.sentence[0] >= 0 else (passage.start, passage.end)
+        hits.append(
+            Hit(
+                rank=rank,
+                score=float(scores[i]),
+                passage=passage,
+                highlight=passage.text[start - passage.start : end - passage.start],
+                highlight_start=start,
+                highlight_end=end,
+                similarity=c.sentence_cosine,
+            )
+        )
+    confidence = hits[0].similarity
+    return Answer(question=question, answered=confidence >= answer_similarity, confidence=confidence, hits=tuple(hits))
