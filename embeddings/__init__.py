@@ -4,7 +4,14 @@ This package knows nothing of documents or questions: text in, unit vectors out;
 vectors in, ids and scores out.
 """
 
-from embeddings.model import DEFAULT_MODEL, Embedder, ModelError, load_embedder, resolve_model
+from embeddings.model import (
+    DEFAULT_MODEL,
+    Embedder,
+    ModelError,
+    canonical_model_name,
+    load_embedder,
+    resolve_model,
+)
 from embeddings.vectors import VectorIndex
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "Embedder",
     "ModelError",
     "VectorIndex",
+    "canonical_model_name",
     "load_embedder",
     "resolve_model",
 ]

@@ -39,6 +39,12 @@ class Embedder(Protocol):
         """Character span of every model token of ``text`` (no special tokens)."""
 
 
+def canonical_model_name(name: str | None) -> str:
+    """One name for each model, so an index built as ``all-MiniLM-L6-v2`` accepts its full hub name."""
+    name = name or DEFAULT_MODEL
+    return DEFAULT_MODEL if name in _DEFAULT_ALIASES else name
+
+
 def resolve_model(name: str | None) -> str:
     """Turn a model name into what SentenceTransformer should load.
 
@@ -61,7 +67,7 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU, normalised output."""
 
     def __init__(self, name: str | None = None, *, device: str = "cpu") -> None:
-        self.name = name or DEFAULT_MODEL
+        self.name = canonical_model_name(name)
         source = resolve_model(self.name)
         # Never reach for a hub: a model that is not on disk is an error, not a download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

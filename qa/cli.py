@@ -217,7 +217,10 @@ def batch(file: str, index: str | None, model: str | None, k: int, retriever: st
     """
     pairs = _read_questions(file)
     qa = _open(index, model)
-    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
     try:
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if fmt == "csv" else None
         if writer:

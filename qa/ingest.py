@@ -95,7 +95,13 @@ def index_paths(
             try:
                 extracted = read_document(file)
             except ReadError as exc:
-                report.skipped.append(Skipped(str(file), str(exc)))
+                reason = str(exc)
+                if name in stored:
+                    # Its stored text no longer matches the file: citations to it could not be checked.
+                    writer.remove_document(name)
+                    report.removed.append(name)
+                    reason += " (its earlier version was removed from the index)"
+                report.skipped.append(Skipped(str(file), reason))
                 bar.update(1)
                 continue
             previous = stored.get(name)

@@ -12,6 +12,16 @@ import re
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_TERMS = 64
 
+# English function words that carry no topic. bm25's idf already discounts
+# them, but each still adds a little score to every passage containing it and
+# drags in candidates; dropping them from the question (never from the index)
+# measured better on the benchmark. A question made only of them keeps them.
+STOP_WORDS = frozenset(
+    """a about an and are as at be been being but by can could did do does for from had has have he her
+    him his how i if in into is it its me my of on or our she so than that the their them then there these
+    they this those to us was we were what when where which who whom whose why will with would you your""".split()
+)
+
 
 def question_terms(question: str) -> list[str]:
     seen: dict[str, None] = {}
@@ -20,7 +30,8 @@ def question_terms(question: str) -> list[str]:
             seen[word] = None
         if len(seen) >= MAX_TERMS:
             break
-    return list(seen)
+    content = [word for word in seen if word not in STOP_WORDS]
+    return content or list(seen)
 
 
 def fts_query(question: str) -> str | None:

@@ -125,8 +125,9 @@ class QA:
         info = self._lazy_model_info()
         with Writer(self.index_dir, info) as writer:
             report = index_paths(paths, writer, lambda: self.embedder, progress=progress, prune=prune)
-            changed = report.added or report.updated or report.removed or not self.exists()
-            if not changed:
+            changed = report.added or report.updated or report.removed
+            # A new, empty index is worth committing (qa list works) unless every path failed.
+            if not changed and (self.exists() or report.skipped):
                 writer.discard()  # nothing to commit: keep the current generation
         return report
 

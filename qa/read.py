@@ -50,9 +50,17 @@ def decode_text(data: bytes) -> tuple[str, str]:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    if best is None:
+    matches = list(from_bytes(data))
+    if not matches:
         raise ReadError("cannot detect the text encoding")
+    # On short Western text charset-normalizer often ranks cp1250 or cp1257 above
+    # cp1252 by a hair, which turns "è" into "č". cp1252 is by far the most common
+    # legacy encoding, so it wins whenever the detector finds it about as plausible.
+    best = matches[0]
+    for match in matches:
+        if match.encoding == "cp1252" and match.chaos <= best.chaos + 0.05:
+            best = match
+            break
     return str(best), best.encoding
 
 

@@ -95,6 +95,19 @@ def _fuse(candidates: list[_Candidate], retriever: str) -> np.ndarray:
     return _zscore(lexical) + _zscore(passage) + _zscore(sentence)
 
 
+def _one_window_per_paragraph(order, candidates, passages) -> list[int]:
+    """Drop lower-ranked windows of a paragraph already shown: they repeat its text."""
+    seen: set[tuple[str, int]] = set()
+    kept = []
+    for i in order:
+        passage = passages[candidates[i].passage_id]
+        key = (passage.doc, passage.paragraph)
+        if key not in seen:
+            seen.add(key)
+            kept.append(int(i))
+    return kept
+
+
 def search(
     snapshot: Snapshot,
     query_vector: np.ndarray,
@@ -117,8 +130,9 @@ def search(
     if not candidates:
         return Answer(question=question, answered=False, confidence=0.0, hits=())
     scores = _fuse(candidates, retriever)
-    order = np.argsort(-scores, kind="stable")[:k]
+    order = np.argsort(-scores, kind="stable")[: 4 * k]
     passages = snapshot.passages(candidates[i].passage_id for i in order)
+    order = _one_window_per_paragraph(order, candidates, passages)[:k]
     hits = []
     for rank, i in enumerate(order, start=1):
         c = candidates[i]

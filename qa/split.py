@@ -8,8 +8,9 @@ cover every character, so nothing is silently truncated.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from qa.records import PassageSpan, Span
 
@@ -40,29 +41,49 @@ def _append_trimmed(text: str, start: int, end: int, out: list[Span]) -> None:
 
 
 def split_windows(
-    text: str, span: Span, token_offsets: TokenOffsets, *, max_tokens: int, overlap: int
+    text: str,
+    span: Span,
+    token_offsets: TokenOffsets,
+    *,
+    max_tokens: int,
+    overlap: int,
+    sentences: Sequence[Span] = (),
 ) -> list[Span]:
     """Cut ``text[span]`` into windows of at most ``max_tokens`` tokens.
 
-    Consecutive windows share ``overlap`` tokens, so their union is the whole span.
+    Consecutive windows share between 1 and ``overlap`` tokens, so their union is
+    the whole span. Given the span's ``sentences``, a window ends at a sentence
+    end and the next starts at a sentence start wherever the limits allow, so
+    windows cut no sentence in two unless one sentence is itself too long.
     """
-    if max_tokens <= 0 or not 0 <= overlap < max_tokens:
-        raise ValueError("need max_tokens > 0 and 0 <= overlap < max_tokens")
+    if max_tokens < 2 or not 1 <= overlap < max_tokens:
+        raise ValueError("need max_tokens >= 2 and 1 <= overlap < max_tokens")
     offsets = token_offsets(text[span.start : span.end])
-    if len(offsets) <= max_tokens:
+    count = len(offsets)
+    if count <= max_tokens:
         return [span]
-    step = max_tokens - overlap
+    token_starts = [start for start, _ in offsets]
+    # Token positions where a sentence begins (never the very first token).
+    boundaries = sorted({bisect_left(token_starts, s.start - span.start) for s in sentences} - {0, count})
     windows: list[Span] = []
     first = 0
     while True:
-        last = min(first + max_tokens, len(offsets)) - 1
-        at_end = last == len(offsets) - 1
+        last = min(first + max_tokens, count)  # exclusive
+        if last < count:
+            # End before the last sentence that starts in the window's second half.
+            cut = bisect_right(boundaries, last) - 1
+            if cut >= 0 and boundaries[cut] > first + max_tokens // 2:
+                last = boundaries[cut]
         start = span.start if first == 0 else span.start + offsets[first][0]
-        end = span.end if at_end else span.start + offsets[last][1]
+        end = span.end if last == count else span.start + offsets[last - 1][1]
         windows.append(Span(start, end))
-        if at_end:
+        if last == count:
             return windows
-        first += step
+        # Repeat the end of this window: from a sentence start if one lies within
+        # ``overlap`` tokens of the end, else exactly ``overlap`` tokens.
+        at = bisect_left(boundaries, last - overlap)
+        nxt = boundaries[at] if at < len(boundaries) and boundaries[at] < last else last - overlap
+        first = max(nxt, first + 1)
 
 
 @lru_cache(maxsize=1)
@@ -99,13 +120,34 @@ def split_sentences(text: str, span: Span) -> list[Span]:
     return sentences or [span]
 
 
+def _clip(text: str, sentences: Sequence[Span], window: Span) -> tuple[Span, ...]:
+    """The parts of ``sentences`` inside ``window``, trimmed of whitespace."""
+    clipped = []
+    for sentence in sentences:
+        start, end = max(sentence.start, window.start), min(sentence.end, window.end)
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start < end:
+            clipped.append(Span(start, end))
+    return tuple(clipped) or (window,)
+
+
 def split_passages(
-    text: str, token_offsets: TokenOffsets, *, max_tokens: int, overlap: int = 32
+    text: str, token_offsets: TokenOffsets, *, max_tokens: int, overlap: int | None = None
 ) -> Iterator[PassageSpan]:
-    """Every passage of ``text`` with its paragraph number, window and sentences."""
-    overlap = min(overlap, max_tokens // 4)
+    """Every passage of ``text`` with its paragraph number, window and sentences.
+
+    ``overlap`` (default a quarter of the window) bounds how many tokens
+    consecutive windows of one paragraph share.
+    """
+    overlap = max(1, min(overlap or max_tokens // 4, max_tokens // 4))
     for number, paragraph in enumerate(split_paragraphs(text), start=1):
-        windows = split_windows(text, paragraph, token_offsets, max_tokens=max_tokens, overlap=overlap)
+        sentences = split_sentences(text, paragraph)
+        windows = split_windows(
+            text, paragraph, token_offsets, max_tokens=max_tokens, overlap=overlap, sentences=sentences
+        )
         for index, window in enumerate(windows, start=1):
             yield PassageSpan(
                 paragraph=number,
@@ -113,5 +155,5 @@ def split_passages(
                 windows=len(windows),
                 start=window.start,
                 end=window.end,
-                sentences=tuple(split_sentences(text, window)),
+                sentences=_clip(text, sentences, window),
             )

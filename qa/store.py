@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from embeddings import VectorIndex
+from embeddings import VectorIndex, canonical_model_name
 from qa.records import Document, Passage, PassageSpan
 
 logger = logging.getLogger(__name__)
@@ -129,9 +129,9 @@ def check_model(manifest: dict, model: ModelInfo | str | None, folder) -> None:
     """Refuse to mix embedding models in one index."""
     if model is None:
         return
-    name = model if isinstance(model, str) else model.name
+    name = canonical_model_name(model if isinstance(model, str) else model.name)
     stored = manifest["model"]["name"]
-    if name != stored:
+    if name != canonical_model_name(stored):
         raise ModelMismatch(
             f"index {folder} was built with model {stored!r}, not {name!r}; "
             f"use --model {stored!r} or another --index"
@@ -160,11 +160,15 @@ class Snapshot:
         try:
             self.passage_vectors = VectorIndex.load(paths["passages"], self.model.dimension)
             self.sentence_vectors = VectorIndex.load(paths["sentences"], self.model.dimension)
+            counts = self.manifest["counts"]
+            if len(self.passage_vectors) != counts["passages"] or len(self.sentence_vectors) != counts["sentences"]:
+                raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog")
         except (RuntimeError, ValueError) as exc:
+            self._db.close()
             raise IndexCorrupt(f"cannot read vectors in {self.folder}: {str(exc).splitlines()[0]}") from exc
-        counts = self.manifest["counts"]
-        if len(self.passage_vectors) != counts["passages"] or len(self.sentence_vectors) != counts["sentences"]:
-            raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog")
+        except IndexCorrupt:
+            self._db.close()
+            raise
 
     @property
     def generation(self) -> int:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 
-import gradio as gr
+# The page must work with no network: no analytics or update checks.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from qa.library import QA
+import gradio as gr  # noqa: E402
+
+from qa.library import QA  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,81 @@
+"""Shared fixtures. The fake-embedder ones are fast and need no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fakes import FakeEmbedder
+
+CORPUS = {
+    "alpha.txt": (
+        "The Kestrel Bay tidal barrier was finished in 1987. It protects the harbour town from storm surges.\n"
+        "\n"
+        "Engineers tested the gates every spring. The largest gate weighs nine hundred tonnes.\n"
+    ),
+    "beta.md": (
+        "# Orchard notes\n"
+        "\n"
+        "Apple trees need pruning in late winter. Pears are pruned in summer.\n"
+        "\n"
+        "Cherries ripen in June and are picked by hand.\n"
+    ),
+    "sub/gamma.txt": (
+        "A long paragraph follows, longer than the fake model's window, so that it is cut into windows: "
+        + " ".join(f"word{i}" for i in range(80))
+        + ". The lighthouse keeper counted ships at dawn."
+        + "\n\nShort closing paragraph about violins and cellos.\n"
+    ),
+}
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def fake_qa(tmp_path, monkeypatch, fake_embedder):
+    """A QA on an empty index folder ``tmp_path/index`` that embeds with the fake model."""
+    from qa import QA
+
+    monkeypatch.delenv("QA_MODEL", raising=False)
+    monkeypatch.delenv("QA_INDEX", raising=False)
+    return QA(tmp_path / "index", embedder=fake_embedder)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A folder ``tmp_path/docs`` of small .txt and .md files (see ``CORPUS``)."""
+    root = tmp_path / "docs"
+    for name, text in CORPUS.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+# real-model fixtures
+# The real offline model (all-MiniLM-L6-v2) is loaded once per session (~5 s) and
+# the seed articles are indexed with it once; tests that write must copy the index.
+
+SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    from embeddings import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, real_embedder) -> Path:
+    """An index of ``seeds/`` built with the real model; treat it as read-only."""
+    from qa import QA
+
+    folder = tmp_path_factory.mktemp("seed-index") / "index"
+    report = QA(folder, embedder=real_embedder).index([SEEDS_DIR])
+    assert len(report.added) == 2 and not report.skipped, report
+    return folder

@@ -1,0 +1,183 @@
+"""The chat page's Python side and its ``/ask`` API over HTTP, with the real model.
+
+(The page in a real browser is tested in test_browser.py.)
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from qa import QA
+from qa.ui import build_app, launch, render_turn
+
+pytestmark = pytest.mark.model
+
+KESTREL = "000_kestrel_bay_tidal_barrier.txt"
+MORVAN = "001_morvan_exile_government.txt"
+ALDAN = "What did Kostal say about President Aldan?"
+FLOODED = "How many homes were flooded in January?"
+ALDAN_SENTENCE = "Kostal was sharply critical of Tessaly's leader, President Viktor Aldan."
+RESULT_KEYS = {
+    "rank", "score", "doc", "paragraph", "page", "start", "end", "text",
+    "highlight", "highlight_start", "highlight_end", "similarity", "citation",
+}
+
+
+@pytest.fixture(scope="module")
+def seed_qa(seed_index, real_embedder) -> QA:
+    return QA(seed_index, embedder=real_embedder)
+
+
+def handler(app, name: str):
+    """The Python function behind one of the page's events."""
+    fns = [block_fn.fn for block_fn in app.fns.values() if block_fn.name == name]
+    assert fns, f"no {name} handler in the app"
+    return fns[0]
+
+
+def cards(page: str) -> list[str]:
+    return re.findall(r'<div class="qa-card".*?</div></div>', page, flags=re.S)
+
+
+def test_render_turn_shows_citation_and_marks_best_sentence(seed_qa):
+    answer = seed_qa.ask(ALDAN, k=3).to_json()
+    page = render_turn(ALDAN, answer)
+    assert page.count('class="qa-card"') == 3
+    first = cards(page)[0]
+    assert 'data-rank="1"' in first
+    assert f'<span class="qa-cite">{MORVAN} ¶5</span>' in first
+    assert f"<mark>{html.escape(ALDAN_SENTENCE)}</mark>" in first
+    assert first.count("<mark>") == 1
+    assert f"seeds/{MORVAN} [1034, 1461)" in first
+    assert f"Q: {html.escape(ALDAN)}" in page
+    assert "No passage looks like a good answer" not in page
+    # every card's text, unescaped and unmarked, is the cited passage
+    for card, result in zip(cards(page), answer["results"]):
+        body = card.split('<div class="qa-text">', 1)[1].removesuffix("</div></div>")
+        assert html.unescape(body.replace("<mark>", "").replace("</mark>", "")) == result["text"]
+        assert html.escape(result["citation"]) in card
+
+
+def test_render_turn_notes_weak_and_empty_answers():
+    weak = {"answered": False, "results": []}
+    assert "No passage in the indexed documents matches" in render_turn("q", weak)
+    error = render_turn("q<", error="boom <b>bad</b>")
+    assert '<div class="qa-error">boom &lt;b&gt;bad&lt;/b&gt;</div>' in error
+    assert "Q: q&lt;" in error
+
+
+def test_respond_adds_turns_newest_first(seed_qa):
+    respond = handler(build_app(seed_qa), "respond")
+    turns, page, textbox = respond(ALDAN, 3, [])
+    assert textbox == "" and len(turns) == 1
+    assert page.count('class="qa-card"') == 3
+    assert f"{MORVAN} ¶5" in page and f"<mark>{html.escape(ALDAN_SENTENCE)}</mark>" in page
+
+    turns, page, _ = respond(FLOODED, 2.0, turns)  # the slider may send a float
+    assert len(turns) == 2
+    assert page.count('class="qa-card"') == 5
+    assert page.index(html.escape(FLOODED)) < page.index(html.escape(ALDAN))
+    assert f"{KESTREL} ¶5" in cards(page)[0]
+
+    same, unchanged, _ = respond("   ", 3, turns)
+    assert same == turns and unchanged == page
+
+
+def test_respond_off_topic_question_says_no_good_answer(seed_qa):
+    respond = handler(build_app(seed_qa), "respond")
+    _, page, _ = respond("How do I bake a chocolate cake?", 2, [])
+    assert "No passage looks like a good answer" in page
+    assert page.count('class="qa-card"') == 2  # the closest passages are still shown
+
+
+def test_respond_shows_library_error_as_one_line(tmp_path, real_embedder):
+    respond = handler(build_app(QA(tmp_path / "nowhere", embedder=real_embedder)), "respond")
+    turns, page, _ = respond("When?", 3, [])
+    error = re.search(r'<div class="qa-error">(.*?)</div>', page).group(1)
+    assert error.startswith(html.escape(f"no index at {tmp_path / 'nowhere'}"))
+    assert "\n" not in error and "Traceback" not in page
+    assert len(turns) == 1
+
+
+def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "x<i>y.txt").write_text(
+        "Security review notes\n\n"
+        "The review page printed <script>alert(1)</script> as plain text when the reviewer opened it.\n\n"
+        "Markup such as <b>x</b> must appear exactly as typed by the reviewer.\n",
+        encoding="utf-8",
+    )
+    qa = QA(tmp_path / "index", embedder=real_embedder)
+    assert qa.index([docs]).added == ["docs/x<i>y.txt"]
+    respond = handler(build_app(qa), "respond")
+    _, page, _ = respond("What did the review page print <script>alert(2)</script>?", 3, [])
+
+    assert page.count('class="qa-card"') == 3
+    assert "<script" not in page and "<b>" not in page and "<i>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page  # the question, too
+    assert "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "x&lt;i&gt;y.txt ¶2" in page
+    # the only tags are the page's own
+    tags = set(re.findall(r"</?([a-zA-Z]+)", page))
+    assert tags <= {"div", "span", "mark"}, tags
+
+
+# -- the running app and its /ask API ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(seed_qa):
+    app = build_app(seed_qa)
+    port = _free_port()
+    launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def test_page_is_served(server_url):
+    import httpx
+
+    response = httpx.get(server_url, timeout=30)
+    assert response.status_code == 200
+    assert "Ask your documents" in response.text
+
+
+def test_ask_api_returns_a_batch_line(server_url, seed_qa):
+    from gradio_client import Client
+
+    client = Client(server_url, verbose=False)
+    out = client.predict(question=ALDAN, k=3, api_name="/ask")
+    assert isinstance(out, dict), type(out)  # gradio_client decodes the JSON
+    assert set(out) == {"id", "question", "answered", "confidence", "results"}
+    assert (out["id"], out["question"], out["answered"]) == ("1", ALDAN, True)
+    assert len(out["results"]) == 3
+    for rank, r in enumerate(out["results"], start=1):
+        assert set(r) == RESULT_KEYS and r["rank"] == rank
+    top = out["results"][0]
+    assert (Path(top["doc"]).name, top["paragraph"], top["citation"]) == (MORVAN, 5, f"{MORVAN} ¶5")
+    assert top["highlight"] == ALDAN_SENTENCE
+
+    # the same object a batch line (QA.ask(...).to_json()) holds, up to float noise
+    local = seed_qa.ask(ALDAN, k=3, id="1").to_json()
+    assert out["confidence"] == pytest.approx(local["confidence"], abs=1e-3)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("score", "similarity")} for r in rs]  # noqa: E731
+    assert strip(out["results"]) == strip(local["results"])
+
+    default_k = client.predict(question=FLOODED, api_name="/ask")
+    assert len(default_k["results"]) == 5
+    assert (Path(default_k["results"][0]["doc"]).name, default_k["results"][0]["paragraph"]) == (KESTREL, 5)
