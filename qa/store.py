@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -201,15 +201,16 @@ class Snapshot:
         "FROM passages p JOIN documents d ON d.id = p.doc_id "
     )
 
-    def passages(self, ids: Iterable[int]) -> dict[int, Passage]:
+    def _query_in(self, sql: str, ids: Iterable[int]) -> Iterator[tuple]:
+        """Rows of ``sql`` whose ``{ids}`` placeholder is filled in chunks (SQLite caps parameters)."""
         ids = [int(i) for i in ids]
-        found: dict[int, Passage] = {}
         for chunk in range(0, len(ids), 500):
             part = ids[chunk : chunk + 500]
-            marks = ",".join("?" * len(part))
-            for row in self._query(self._PASSAGE_SQL + f"WHERE p.id IN ({marks})", part):
-                found[row[0]] = Passage(*row)
-        return found
+            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
+
+    def passages(self, ids: Iterable[int]) -> dict[int, Passage]:
+        rows = self._query_in(self._PASSAGE_SQL + "WHERE p.id IN ({ids})", ids)
+        return {row[0]: Passage(*row) for row in rows}
 
     def passages_of(self, doc: str, paragraph: int | None = None) -> list[Passage]:
         sql = self._PASSAGE_SQL + "WHERE d.path = ?"
@@ -227,26 +228,15 @@ class Snapshot:
 
     def sentences(self, passage_ids: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
         """``passage id -> [(sentence id, start, end), ...]`` in text order."""
-        ids = [int(i) for i in passage_ids]
-        out: dict[int, list[tuple[int, int, int]]] = {i: [] for i in ids}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._query(
-                f"SELECT passage_id, id, start, end FROM sentences WHERE passage_id IN ({marks}) ORDER BY id", part
-            )
-            for passage_id, sentence_id, start, end in rows:
-                out[passage_id].append((sentence_id, start, end))
+        ids = list(passage_ids)
+        out: dict[int, list[tuple[int, int, int]]] = {int(i): [] for i in ids}
+        sql = "SELECT passage_id, id, start, end FROM sentences WHERE passage_id IN ({ids}) ORDER BY id"
+        for passage_id, sentence_id, start, end in self._query_in(sql, ids):
+            out[passage_id].append((sentence_id, start, end))
         return out
 
     def passage_of_sentences(self, sentence_ids: Iterable[int]) -> dict[int, int]:
-        ids = [int(i) for i in sentence_ids]
-        out: dict[int, int] = {}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            marks = ",".join("?" * len(part))
-            out.update(self._query(f"SELECT id, passage_id FROM sentences WHERE id IN ({marks})", part))
-        return out
+        return dict(self._query_in("SELECT id, passage_id FROM sentences WHERE id IN ({ids})", sentence_ids))
 
     # -- lexical -----------------------------------------------------------------
 
