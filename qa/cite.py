@@ -1,8 +1,10 @@
 """Citations: the human form, parsing it back, and finding the cited text.
 
-Human form: ``report.txt ¶2`` (``report.pdf, p. 3, ¶2`` for paged formats); a
-window of a long paragraph adds its character range: ``report.txt ¶2, chars
-120-980``. ``#`` may be typed instead of ``¶``.
+Human form: ``report.txt ¶2``; ``report.pdf, p. 3, ¶2`` for paged formats,
+where the paragraph is counted on its page; ``guide.md, § Install, ¶4`` where
+the passage lies under a heading. A window of a long paragraph adds its
+character range: ``report.txt ¶2, chars 120-980``. ``#`` may be typed instead
+of ``¶``; the section part is informative and may be left out.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from qa.store import Snapshot
 
 _CITATION = re.compile(
     r"""^\s*(?P<doc>.+?)\s*
+        (?:,\s*§\s*(?P<section>.*?)\s*)?
         (?:,\s*p\.?\s*(?P<page>\d+)\s*)?
         ,?\s*[¶#]\s*(?P<paragraph>\d+)
         (?:\s*,?\s*chars?\s*(?P<start>\d+)\s*[-–]\s*(?P<end>\d+))?\s*$""",
@@ -38,9 +41,10 @@ class Citation:
 
 def format_citation(passage: Passage) -> str:
     name = PurePosixPath(passage.doc).name
+    section = f", § {passage.section}" if passage.section else ""
     page = f", p. {passage.page}" if passage.page is not None else ""
     chars = f", chars {passage.start}-{passage.end}" if passage.windows > 1 else ""
-    return f"{name}{page} ¶{passage.paragraph}{chars}"
+    return f"{name}{section}{page} ¶{passage.paragraph}{chars}"
 
 
 def parse_citation(text: str) -> Citation:
@@ -49,7 +53,7 @@ def parse_citation(text: str) -> Citation:
         raise CitationError(f"cannot read citation {text!r}; expected e.g. 'report.txt ¶4' or 'report.txt#4'")
     number = lambda key: int(match[key]) if match[key] is not None else None  # noqa: E731
     return Citation(
-        doc=match["doc"],
+        doc=match["doc"].rstrip(","),
         paragraph=int(match["paragraph"]),
         page=number("page"),
         start=number("start"),
@@ -78,12 +82,14 @@ class Paragraph:
     end: int
     text: str
     page: int | None = None
+    section: str | None = None
 
     def to_json(self) -> dict:
         return {
             "doc": self.doc,
             "paragraph": self.paragraph,
             "page": self.page,
+            "section": self.section,
             "start": self.start,
             "end": self.end,
             "text": self.text,
@@ -104,8 +110,10 @@ class Shown:
         return {
             "citation": self.citation,
             "doc": c.doc,
+            "also_in": list(c.also),
             "paragraph": c.paragraph,
             "page": c.page,
+            "section": c.section,
             "start": c.start,
             "end": c.end,
             "text": c.text,
@@ -114,40 +122,47 @@ class Shown:
         }
 
 
-def _paragraph(snapshot: Snapshot, doc: str, number: int, text: str) -> Paragraph | None:
-    windows = snapshot.passages_of(doc, number)
+def _paragraph(snapshot: Snapshot, doc: str, seq: int, text: str) -> Paragraph | None:
+    windows = snapshot.passages_of(doc, seq=seq)
     if not windows:
         return None
-    start, end = windows[0].start, windows[-1].end
-    return Paragraph(doc, number, start, end, text[start:end], windows[0].page)
+    first, start, end = windows[0], windows[0].start, windows[-1].end
+    return Paragraph(doc, first.paragraph, start, end, text[start:end], first.page, first.section)
+
+
+def find_cited(snapshot: Snapshot, citation: str) -> tuple[str, list[Passage], Citation]:
+    """The stored path and the windows of the paragraph a citation names."""
+    parsed = parse_citation(citation)
+    doc = resolve_document(snapshot, parsed.doc)
+    paged = any(p.page is not None for p in snapshot.passages_of(doc, seq=1))
+    if paged and parsed.page is None:
+        raise CitationError(f"{doc} has pages: cite it as '{PurePosixPath(doc).name}, p. N, ¶M'")
+    windows = snapshot.passages_of(doc, paragraph=parsed.paragraph, page=parsed.page if paged else None)
+    if not windows:
+        where = f"page {parsed.page}" if paged else doc
+        raise CitationError(f"{doc}: {where} has no paragraph {parsed.paragraph}")
+    if parsed.start is not None:
+        windows = [w for w in windows if (w.start, w.end) == (parsed.start, parsed.end)]
+        if not windows:
+            raise CitationError(f"{doc} ¶{parsed.paragraph} has no passage at chars {parsed.start}-{parsed.end}")
+    return doc, windows, parsed
 
 
 def show(snapshot: Snapshot, citation: str, *, context: int = 1) -> Shown:
     """Find the cited passage and ``context`` paragraphs on each side."""
-    parsed = parse_citation(citation)
-    doc = resolve_document(snapshot, parsed.doc)
-    windows = snapshot.passages_of(doc, parsed.paragraph)
-    if not windows:
-        count = snapshot.paragraph_count(doc)
-        raise CitationError(f"{doc} has no paragraph {parsed.paragraph} (it has {count})")
+    doc, windows, parsed = find_cited(snapshot, citation)
     text = snapshot.document_text(doc) or ""
-    if parsed.start is not None:
-        chosen = [w for w in windows if (w.start, w.end) == (parsed.start, parsed.end)]
-        if not chosen:
-            raise CitationError(f"{doc} ¶{parsed.paragraph} has no passage at chars {parsed.start}-{parsed.end}")
-        cited = chosen[0]
-    elif len(windows) == 1:
-        cited = windows[0]
+    first, last = windows[0], windows[-1]
+    if len(windows) == 1:
+        cited = first
     else:  # the whole paragraph, across its windows
-        first, last = windows[0], windows[-1]
         cited = Passage(
-            id=first.id, doc=doc, paragraph=first.paragraph, window=1, windows=1,
-            start=first.start, end=last.end, text=text[first.start : last.end], page=first.page,
+            id=first.id, doc=doc, paragraph=first.paragraph, window=1, windows=1, start=first.start,
+            end=last.end, text=text[first.start : last.end], page=first.page, section=first.section,
+            seq=first.seq, also=first.also,
         )
-    if parsed.page is not None and cited.page is not None and parsed.page != cited.page:
-        raise CitationError(f"{doc} ¶{parsed.paragraph} is on page {cited.page}, not page {parsed.page}")
-    before = [_paragraph(snapshot, doc, n, text) for n in range(parsed.paragraph - context, parsed.paragraph) if n >= 1]
-    after = [_paragraph(snapshot, doc, n, text) for n in range(parsed.paragraph + 1, parsed.paragraph + context + 1)]
+    before = [_paragraph(snapshot, doc, n, text) for n in range(cited.seq - context, cited.seq) if n >= 1]
+    after = [_paragraph(snapshot, doc, n, text) for n in range(cited.seq + 1, cited.seq + context + 1)]
     return Shown(
         citation=format_citation(cited),
         cited=cited,

@@ -19,6 +19,7 @@ import click
 
 from qa.cite import CitationError
 from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
+from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.search import RETRIEVERS, QueryError
 from qa.store import StoreError
 
@@ -76,13 +77,20 @@ def cli(verbose: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @index_option
 @model_option
+@click.option("--max-size", type=click.FloatRange(min=0.001), default=MAX_FILE_BYTES / 2**20, show_default=True,
+              help="Skip files larger than this many MiB.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=PARSE_TIMEOUT, show_default=True,
+              help="Seconds a parser may spend on one file before it is skipped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def index(paths: tuple[str, ...], index: str | None, model: str | None, as_json: bool) -> None:
-    """Index .txt and .md files; folders are read recursively.
+def index(
+    paths: tuple[str, ...], index: str | None, model: str | None, max_size: float, timeout: float, as_json: bool
+) -> None:
+    """Index .txt, .md, .pdf, .docx and .html files; folders are read recursively.
 
-    Only new or changed files are embedded again; files gone from an indexed
-    folder are dropped. Unreadable files are skipped and named; the exit status
-    is 1 when nothing could be indexed and 3 when some files were skipped.
+    Only new or changed files are embedded again (by content hash); files gone
+    from an indexed folder are dropped; one content under two paths is stored
+    once. Unreadable files are skipped and named; the exit status is 0 when
+    all went in, 3 when some files were skipped, 1 when nothing could be indexed.
 
     \b
     Example:
@@ -90,7 +98,12 @@ def index(paths: tuple[str, ...], index: str | None, model: str | None, as_json:
     """
     qa = _open(index, model)
     try:
-        report = qa.index(list(paths), progress=sys.stderr.isatty() and not as_json)
+        report = qa.index(
+            list(paths),
+            progress=sys.stderr.isatty() and not as_json,
+            max_bytes=int(max_size * 2**20),
+            timeout=timeout,
+        )
     except Exception as exc:
         raise _fail(exc) from exc
     for skipped in report.skipped:
@@ -286,11 +299,15 @@ def list_documents(index: str | None, as_json: bool) -> None:
         raise _fail(exc) from exc
     for d in documents:
         if as_json:
-            click.echo(json.dumps({"doc": d.path, "passages": d.passages, "sha256": d.sha256}, ensure_ascii=False))
+            record = {"doc": d.path, "format": d.format, "passages": d.passages, "sha256": d.sha256,
+                      "same_as": list(d.same_as)}
+            click.echo(json.dumps(record, ensure_ascii=False))
         else:
-            click.echo(f"{d.passages:6d}  {d.path}")
+            same = f"   (same content as {', '.join(d.same_as)})" if d.same_as else ""
+            click.echo(f"{d.passages:6d}  {d.path}{same}")
     if not as_json:
-        click.echo(f"{len(documents)} documents, {sum(d.passages for d in documents)} passages", err=True)
+        passages = sum({d.sha256: d.passages for d in documents}.values())
+        click.echo(f"{len(documents)} documents, {passages} passages", err=True)
 
 
 @cli.command()

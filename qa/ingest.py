@@ -7,6 +7,7 @@ and everything else is still indexed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,10 +16,19 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from qa.read import ReadError, iter_files, read_document
+from qa.read import (
+    MAX_FILE_BYTES,
+    PARSE_TIMEOUT,
+    ExtractedText,
+    ReadError,
+    extract_text,
+    format_of,
+    iter_files,
+    read_bytes,
+)
 from qa.records import PassageSpan
 from qa.split import split_passages
-from qa.store import Writer
+from qa.store import PathState, StoredPassage, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +73,29 @@ class _Pending:
     path: str
     source: str
     sha256: str
-    encoding: str
-    text: str
-    passages: list[PassageSpan]
+    size: int
+    mtime_ns: int
+    extracted: ExtractedText
+    passages: list[StoredPassage]
+
+
+def locate(extracted: ExtractedText, spans: Iterable[PassageSpan]) -> list[StoredPassage]:
+    """Add page, paragraph-on-the-page and section to each passage span.
+
+    For paged formats a reader counts paragraphs on the page in front of them,
+    so that is the number a citation gives (``report.pdf, p. 3, ¶2``).
+    """
+    located = []
+    page_first: dict[int, int] = {}
+    for span in spans:
+        page = extracted.page_at(span.start)
+        if page is None:
+            number = span.paragraph
+        else:
+            first = page_first.setdefault(page, span.paragraph)
+            number = span.paragraph - first + 1
+        located.append(StoredPassage(span, number, page, extracted.section_at(span.start)))
+    return located
 
 
 def index_paths(
@@ -75,14 +105,19 @@ def index_paths(
     *,
     progress: bool = False,
     prune: bool = True,
+    max_bytes: int = MAX_FILE_BYTES,
+    timeout: float = PARSE_TIMEOUT,
 ) -> IndexReport:
     """Bring the index in ``writer`` up to date with the files under ``paths``.
 
-    ``get_embedder`` is called only if something needs embedding. With ``prune``,
-    documents that came from a folder in ``paths`` and are gone from it are removed.
+    A file whose size and modification time match the index is not read; one
+    whose content hash matches is not parsed; content already stored under
+    another path is not embedded again. ``get_embedder`` is called only if
+    something needs embedding. With ``prune``, documents that came from a folder
+    in ``paths`` and are gone from it are removed.
     """
     report = IndexReport()
-    stored = writer.document_hashes()
+    stored = writer.path_states()
     seen: set[str] = set()
     pending: list[_Pending] = []
     embedder = None
@@ -92,11 +127,33 @@ def index_paths(
     try:
         for file, name in files:
             seen.add(name)
+            previous = stored.get(name)
             try:
-                extracted = read_document(file)
-            except ReadError as exc:
-                reason = str(exc)
-                if name in stored:
+                stat = os.stat(file)
+                if previous and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                    report.unchanged.append(name)
+                    bar.update(1)
+                    continue
+                format_of(file)
+                data = read_bytes(file, max_bytes=max_bytes)
+                sha = hashlib.sha256(data).hexdigest()
+                if previous and previous.sha256 == sha:
+                    writer.touch_path(name, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+                    report.unchanged.append(name)
+                    bar.update(1)
+                    continue
+                source = str(Path(file).resolve())
+                if writer.has_content(sha) or any(p.sha256 == sha for p in pending):
+                    _flush(pending, writer, embedder, report, bar)
+                    pending = []
+                    writer.add_alias(name, sha256=sha, source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+                    (report.updated if previous else report.added).append(name)
+                    bar.update(1)
+                    continue
+                extracted = extract_text(file, data, timeout=timeout)
+            except (ReadError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, ReadError) else (exc.strerror or str(exc))
+                if previous:
                     # Its stored text no longer matches the file: citations to it could not be checked.
                     writer.remove_document(name)
                     report.removed.append(name)
@@ -104,31 +161,15 @@ def index_paths(
                 report.skipped.append(Skipped(str(file), reason))
                 bar.update(1)
                 continue
-            previous = stored.get(name)
-            if previous and previous[0] == extracted.sha256:
-                report.unchanged.append(name)
-                bar.update(1)
-                continue
             if embedder is None:
                 embedder = get_embedder()
-            spans = list(
-                split_passages(extracted.text, embedder.token_offsets, max_tokens=embedder.max_tokens)
-            )
-            if not spans:
-                report.skipped.append(Skipped(str(file), "no text to index"))
-                bar.update(1)
-                continue
+            spans = list(split_passages(extracted.text, embedder.token_offsets, max_tokens=embedder.max_tokens))
             (report.updated if previous else report.added).append(name)
-            pending.append(
-                _Pending(name, str(Path(file).resolve()), extracted.sha256, extracted.encoding, extracted.text, spans)
-            )
+            pending.append(_Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, locate(extracted, spans)))
             if sum(len(p.passages) for p in pending) >= _EMBED_GROUP:
-                _embed_and_store(pending, writer, embedder, report)
-                bar.update(len(pending))
+                _flush(pending, writer, embedder, report, bar)
                 pending = []
-        if pending:
-            _embed_and_store(pending, writer, embedder, report)
-            bar.update(len(pending))
+        _flush(pending, writer, embedder, report, bar)
     finally:
         bar.close()
 
@@ -139,6 +180,12 @@ def index_paths(
     return report
 
 
+def _flush(pending: list[_Pending], writer: Writer, embedder, report: IndexReport, bar) -> None:
+    if pending:
+        _embed_and_store(pending, writer, embedder, report)
+        bar.update(len(pending))
+
+
 def _existing_files(paths, report: IndexReport):
     for given in paths:
         if not Path(given).exists():
@@ -147,14 +194,14 @@ def _existing_files(paths, report: IndexReport):
         yield from iter_files([given])
 
 
-def _vanished(paths, stored: dict[str, tuple[str, str | None]], seen: set[str]) -> list[str]:
+def _vanished(paths, stored: dict[str, PathState], seen: set[str]) -> list[str]:
     """Stored documents whose source lay under a folder being indexed and is gone."""
     folders = [Path(p).resolve() for p in paths if Path(p).is_dir()]
     gone = []
-    for name, (_, source) in stored.items():
-        if name in seen or not source:
+    for name, state in stored.items():
+        if name in seen or not state.source:
             continue
-        src = Path(source)
+        src = Path(state.source)
         if any(src.is_relative_to(folder) for folder in folders) and not src.exists():
             gone.append(name)
     return sorted(gone)
@@ -166,9 +213,10 @@ def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: 
     # A passage that is a single sentence reuses its passage vector.
     reuse: list[int] = []  # per sentence: index into passage_texts, or -1
     for doc in pending:
-        for span in doc.passages:
+        for stored in doc.passages:
+            span = stored.span
             passage_index = len(passage_texts)
-            passage_texts.append(doc.text[span.start : span.end])
+            passage_texts.append(doc.extracted.text[span.start : span.end])
             single = len(span.sentences) == 1 and (span.sentences[0].start, span.sentences[0].end) == (
                 span.start,
                 span.end,
@@ -178,7 +226,7 @@ def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: 
                     reuse.append(passage_index)
                 else:
                     reuse.append(-1)
-                    sentence_texts.append(doc.text[sentence.start : sentence.end])
+                    sentence_texts.append(doc.extracted.text[sentence.start : sentence.end])
     vectors = embedder.encode(passage_texts + sentence_texts)
     passage_vectors = vectors[: len(passage_texts)]
     own_sentence_vectors = iter(vectors[len(passage_texts) :])
@@ -191,14 +239,17 @@ def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: 
     p_at = s_at = 0
     for doc in pending:
         n_passages = len(doc.passages)
-        n_sentences = sum(len(span.sentences) for span in doc.passages)
+        n_sentences = sum(len(stored.span.sentences) for stored in doc.passages)
         writer.add_document(
             path=doc.path,
             source=doc.source,
             sha256=doc.sha256,
-            encoding=doc.encoding,
-            text=doc.text,
+            format=doc.extracted.format,
+            encoding=doc.extracted.encoding,
+            text=doc.extracted.text,
             passages=doc.passages,
+            size=doc.size,
+            mtime_ns=doc.mtime_ns,
             passage_vectors=passage_vectors[p_at : p_at + n_passages],
             sentence_vectors=sentence_vectors[s_at : s_at + n_sentences],
         )

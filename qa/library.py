@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Sequence
 from qa.cite import Shown, show
 from qa.config import default_index_dir, default_model
 from qa.ingest import IndexReport, index_paths
+from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.records import Answer, Document
 from qa.search import QueryError, search
 from qa.store import MANIFEST, ModelInfo, Snapshot, Writer, check_model, read_manifest
@@ -120,11 +121,25 @@ class QA:
 
     # -- writing -------------------------------------------------------------------------
 
-    def index(self, paths: Sequence[str | os.PathLike], *, progress: bool = False, prune: bool = True) -> IndexReport:
-        """Add or update the files under ``paths``; one commit at the end."""
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        progress: bool = False,
+        prune: bool = True,
+        max_bytes: int = MAX_FILE_BYTES,
+        timeout: float = PARSE_TIMEOUT,
+    ) -> IndexReport:
+        """Add or update the files under ``paths``; one commit at the end.
+
+        Files over ``max_bytes`` are skipped; a parser that takes longer than
+        ``timeout`` seconds on one file is stopped and that file skipped.
+        """
         info = self._lazy_model_info()
         with Writer(self.index_dir, info) as writer:
-            report = index_paths(paths, writer, lambda: self.embedder, progress=progress, prune=prune)
+            report = index_paths(
+                paths, writer, lambda: self.embedder, progress=progress, prune=prune, max_bytes=max_bytes, timeout=timeout
+            )
             changed = report.added or report.updated or report.removed
             # A new, empty index is worth committing (qa list works) unless every path failed.
             if not changed and (self.exists() or report.skipped):

@@ -1,20 +1,40 @@
 """Read documents into text: one reader per format.
 
-For plain-text formats the extracted text is the decoded file itself, so a
-citation's ``[start, end)`` can be checked against the file with any editor.
+For plain-text formats (.txt, .md) the extracted text is the decoded file
+itself, so a citation's ``[start, end)`` can be checked with any editor. For
+PDF, DOCX and HTML it is the parsed blocks joined by blank lines; the catalog
+keeps it, and ``qa show`` prints it.
+
+Rich formats are parsed in a child process with a time limit, so a parser that
+hangs or crashes on a hostile file costs that file only.
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
+import json
+import multiprocessing
 import os
+import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown")
+from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_pdf
+
+FORMATS = {
+    ".txt": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".html": "html",
+    ".htm": "html",
+}
+SUPPORTED_SUFFIXES = tuple(FORMATS)
 MAX_FILE_BYTES = 50 * 1024 * 1024
+PARSE_TIMEOUT = 60.0
 
 
 class ReadError(Exception):
@@ -22,11 +42,34 @@ class ReadError(Exception):
 
 
 @dataclass(frozen=True)
+class Heading:
+    start: int
+    end: int
+    level: int
+    title: str
+
+
+@dataclass(frozen=True)
 class ExtractedText:
     text: str
-    sha256: str
-    encoding: str
+    format: str
+    encoding: str | None = None
+    pages: tuple[int, ...] = ()  # start offset of each page, for paged formats
+    headings: tuple[Heading, ...] = ()
 
+    def page_at(self, offset: int) -> int | None:
+        """1-based page holding ``offset``, or None for formats without pages."""
+        if not self.pages:
+            return None
+        return max(1, bisect_right(self.pages, offset))
+
+    def section_at(self, offset: int) -> str | None:
+        """Title of the last heading that starts at or before ``offset``."""
+        index = bisect_right([h.start for h in self.headings], offset) - 1
+        return self.headings[index].title if index >= 0 else None
+
+
+# -- plain text ------------------------------------------------------------------------
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -41,7 +84,10 @@ def decode_text(data: bytes) -> tuple[str, str]:
     """Decode bytes of unknown encoding: a BOM wins, then UTF-8, then detection."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
-            return data.decode(encoding), encoding
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError as exc:
+                raise ReadError(f"damaged {encoding} text: {exc.reason}") from exc
     if b"\x00" in data[:8192]:
         raise ReadError("looks like a binary file (contains NUL bytes)")
     try:
@@ -52,7 +98,7 @@ def decode_text(data: bytes) -> tuple[str, str]:
 
     matches = list(from_bytes(data))
     if not matches:
-        raise ReadError("cannot detect the text encoding")
+        raise ReadError("cannot detect the text encoding (a binary file?)")
     # On short Western text charset-normalizer often ranks cp1250 or cp1257 above
     # cp1252 by a hair, which turns "è" into "č". cp1252 is by far the most common
     # legacy encoding, so it wins whenever the detector finds it about as plausible.
@@ -64,21 +110,149 @@ def decode_text(data: bytes) -> tuple[str, str]:
     return str(best), best.encoding
 
 
-def read_document(path: str | os.PathLike) -> ExtractedText:
-    path = Path(path)
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise ReadError(f"unsupported file type {path.suffix or '(none)'}")
+_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_SETEXT = re.compile(r"^(?! {0,3}[-=#>*+`])(\S.*)\n {0,3}(=+|-+)[ \t]*$", re.MULTILINE)
+
+
+def markdown_headings(text: str) -> tuple[Heading, ...]:
+    """ATX (``# Title``) and setext (underlined) headings, in order."""
+    found = [Heading(m.start(), m.end(), len(m[1]), m[2].strip()) for m in _ATX.finditer(text)]
+    found += [
+        Heading(m.start(), m.end(), 1 if m[2][0] == "=" else 2, m[1].strip()) for m in _SETEXT.finditer(text)
+    ]
+    return tuple(sorted(found, key=lambda h: h.start))
+
+
+# -- rich formats ------------------------------------------------------------------------
+
+
+def _join(parsed: Parsed, fmt: str) -> ExtractedText:
+    """One text from the blocks, a blank line between blocks (and between pages)."""
+    parts: list[str] = []
+    pages: list[int] = []
+    headings: list[Heading] = []
+    offset = 0
+    for blocks in parsed.pages:
+        pages.append(offset)
+        for block in blocks:
+            if parts:
+                parts.append("\n\n")
+                offset += 2
+            if block.heading_level:
+                headings.append(Heading(offset, offset + len(block.text), block.heading_level, block.text))
+            parts.append(block.text)
+            offset += len(block.text)
+    pages = [min(p, offset) for p in pages]
+    return ExtractedText(
+        text="".join(parts),
+        format=fmt,
+        pages=tuple(pages) if parsed.paged else (),
+        headings=tuple(headings),
+    )
+
+
+def _parse_rich(path: Path, fmt: str, data: bytes) -> dict:
+    if fmt == "pdf":
+        parsed = parse_pdf(path)
+    elif fmt == "docx":
+        parsed = parse_docx(path)
+    else:
+        text, _ = decode_text(data)
+        parsed = parse_html(text)
+    extracted = _join(parsed, fmt)
+    return {
+        "text": extracted.text,
+        "pages": list(extracted.pages),
+        "headings": [[h.start, h.end, h.level, h.title] for h in extracted.headings],
+    }
+
+
+def _in_child(path: Path, fmt: str, data: bytes, timeout: float) -> ExtractedText:
+    """Parse in a forked child; JSON comes back over a pipe (no pickle)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def work() -> None:
+        try:
+            payload = {"ok": _parse_rich(path, fmt, data)}
+        except (FormatError, ReadError) as exc:
+            payload = {"error": str(exc)}
+        except MemoryError:
+            payload = {"error": "the parser ran out of memory"}
+        except Exception as exc:  # a parser bug must cost this file only
+            payload = {"error": f"cannot parse {fmt.upper()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"}
+        sender.send_bytes(json.dumps(payload).encode("utf-8"))
+        sender.close()
+
+    process = context.Process(target=work, daemon=True)
+    process.start()
+    sender.close()
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ReadError(f"file is larger than the {MAX_FILE_BYTES // (1024 * 1024)} MiB limit")
-        data = path.read_bytes()
+        if not receiver.poll(timeout):
+            raise ReadError(f"parsing took longer than the {timeout:g} s limit")
+        payload = json.loads(receiver.recv_bytes().decode("utf-8"))
+    except EOFError:
+        raise ReadError(f"the {fmt.upper()} parser crashed") from None
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        receiver.close()
+    if "error" in payload:
+        raise ReadError(payload["error"])
+    ok = payload["ok"]
+    return ExtractedText(
+        text=ok["text"],
+        format=fmt,
+        pages=tuple(ok["pages"]),
+        headings=tuple(Heading(*h) for h in ok["headings"]),
+    )
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def format_of(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ReadError(f"unsupported file type {suffix or '(none)'}")
+    return FORMATS[suffix]
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, refusing files over ``max_bytes`` before reading them."""
+    try:
+        size = os.stat(path).st_size
+        if size > max_bytes:
+            raise ReadError(f"file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:g} MiB limit")
+        with open(path, "rb") as handle:
+            return handle.read(max_bytes + 1)
     except OSError as exc:
         raise ReadError(exc.strerror or str(exc)) from exc
-    text, encoding = decode_text(data)
-    if not text.strip():
+
+
+def extract_text(path: str | os.PathLike, data: bytes, *, timeout: float = PARSE_TIMEOUT) -> ExtractedText:
+    """The extracted text of a file whose bytes are ``data``."""
+    path = Path(path)
+    fmt = format_of(path)
+    if not data.strip():
         raise ReadError("file is empty")
-    return ExtractedText(text=text, sha256=hashlib.sha256(data).hexdigest(), encoding=encoding)
+    if fmt in ("text", "markdown"):
+        text, encoding = decode_text(data)
+        headings = markdown_headings(text) if fmt == "markdown" else ()
+        extracted = ExtractedText(text=text, format=fmt, encoding=encoding, headings=headings)
+    else:
+        extracted = _in_child(path, fmt, data, timeout)
+    if not extracted.text.strip():
+        raise ReadError("no text to index")
+    return extracted
+
+
+def read_document(
+    path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES, timeout: float = PARSE_TIMEOUT
+) -> ExtractedText:
+    format_of(path)
+    return extract_text(path, read_bytes(path, max_bytes=max_bytes), timeout=timeout)
 
 
 def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, str]]:
@@ -95,7 +269,7 @@ def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, str]]
             for dirpath, dirnames, filenames in os.walk(root.resolve()):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for filename in sorted(filenames):
-                    if filename.startswith(".") or Path(filename).suffix.lower() not in SUPPORTED_SUFFIXES:
+                    if filename.startswith(".") or Path(filename).suffix.lower() not in FORMATS:
                         continue
                     file = Path(dirpath) / filename
                     yield file, file.relative_to(base).as_posix()

@@ -27,16 +27,22 @@ class PassageSpan:
 
 @dataclass(frozen=True)
 class Document:
-    """An indexed document as the catalog knows it."""
+    """An indexed path as the catalog knows it."""
 
     id: int
     path: str
     sha256: str
     passages: int = 0
+    format: str = "text"
+    same_as: tuple[str, ...] = ()  # other paths with the same content
 
 
 @dataclass(frozen=True)
 class Passage:
+    """A passage as stored. ``paragraph`` counts from 1 on its page for paged
+    formats and in the whole document otherwise; ``seq`` always counts in the
+    whole document. ``also`` names other paths with the same content."""
+
     id: int
     doc: str
     paragraph: int
@@ -46,6 +52,9 @@ class Passage:
     end: int
     text: str
     page: int | None = None
+    section: str | None = None
+    seq: int = 0
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Hit:
             "doc": p.doc,
             "paragraph": p.paragraph,
             "page": p.page,
+            "section": p.section,
             "start": p.start,
             "end": p.end,
             "text": p.text,
@@ -82,6 +92,7 @@ class Hit:
             "highlight_end": self.highlight_end,
             "similarity": round(self.similarity, 4),
             "citation": self.citation,
+            "also_in": list(p.also),
         }
 
 

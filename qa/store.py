@@ -29,35 +29,44 @@ from qa.records import Document, Passage, PassageSpan
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 
 _SCHEMA = """
 CREATE TABLE documents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    source TEXT,
-    sha256 TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    format TEXT NOT NULL,
     encoding TEXT,
-    indexed_at REAL NOT NULL,
     text TEXT NOT NULL
 );
+CREATE TABLE paths (
+    path TEXT PRIMARY KEY,
+    doc_id INTEGER NOT NULL REFERENCES documents(id),
+    source TEXT,
+    size INTEGER,
+    mtime_ns INTEGER,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX paths_doc ON paths(doc_id);
 CREATE TABLE passages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    doc_id INTEGER NOT NULL REFERENCES documents(id),
+    seq INTEGER NOT NULL,
     paragraph INTEGER NOT NULL,
     window INTEGER NOT NULL,
     windows INTEGER NOT NULL,
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
     page INTEGER,
+    section TEXT,
     text TEXT NOT NULL
 );
-CREATE INDEX passages_doc ON passages(doc_id, paragraph, window);
+CREATE INDEX passages_doc ON passages(doc_id, seq, window);
 CREATE TABLE sentences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    passage_id INTEGER NOT NULL REFERENCES passages(id) ON DELETE CASCADE,
+    passage_id INTEGER NOT NULL REFERENCES passages(id),
     start INTEGER NOT NULL,
     end INTEGER NOT NULL
 );
@@ -87,6 +96,24 @@ class ModelMismatch(StoreError):
 
 class IndexLocked(StoreError):
     pass
+
+
+@dataclass(frozen=True)
+class PathState:
+    sha256: str
+    source: str | None
+    size: int | None
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True)
+class StoredPassage:
+    """A passage span with where a reader finds it: page, paragraph on that page, section."""
+
+    span: PassageSpan
+    paragraph: int
+    page: int | None = None
+    section: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +148,10 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     except (OSError, ValueError) as exc:
         raise IndexCorrupt(f"{path} is unreadable ({exc}); rebuild the index with qa index") from exc
     if manifest.get("format") != FORMAT_VERSION:
-        raise IndexCorrupt(f"{path}: unknown index format {manifest.get('format')!r}")
+        raise IndexCorrupt(
+            f"{folder} holds index format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}; "
+            f"rebuild it with qa index PATH --index NEW_FOLDER"
+        )
     return manifest
 
 
@@ -184,22 +214,54 @@ class Snapshot:
     # -- documents ---------------------------------------------------------------
 
     def documents(self) -> list[Document]:
+        """Every stored path; paths with the same content name each other in ``same_as``."""
         rows = self._query(
-            "SELECT d.id, d.path, d.sha256, COUNT(p.id) FROM documents d "
-            "LEFT JOIN passages p ON p.doc_id = d.id GROUP BY d.id ORDER BY d.path"
+            "SELECT pa.path, d.id, d.sha256, d.format, "
+            "(SELECT COUNT(*) FROM passages p WHERE p.doc_id = d.id) "
+            "FROM paths pa JOIN documents d ON d.id = pa.doc_id ORDER BY pa.path"
         )
-        return [Document(id=r[0], path=r[1], sha256=r[2], passages=r[3]) for r in rows]
+        by_doc: dict[int, list[str]] = {}
+        for path, doc_id, *_ in rows:
+            by_doc.setdefault(doc_id, []).append(path)
+        return [
+            Document(
+                id=doc_id, path=path, sha256=sha, passages=count, format=fmt,
+                same_as=tuple(p for p in by_doc[doc_id] if p != path),
+            )
+            for path, doc_id, sha, fmt, count in rows
+        ]
+
+    def _doc_id(self, path: str) -> int | None:
+        rows = self._query("SELECT doc_id FROM paths WHERE path = ?", (path,))
+        return rows[0][0] if rows else None
 
     def document_text(self, path: str) -> str | None:
-        rows = self._query("SELECT text FROM documents WHERE path = ?", (path,))
+        rows = self._query(
+            "SELECT d.text FROM documents d JOIN paths pa ON pa.doc_id = d.id WHERE pa.path = ?", (path,)
+        )
         return rows[0][0] if rows else None
 
     # -- passages ----------------------------------------------------------------
 
+    # A document stored under several paths is named by the first; ``also`` lists the rest.
     _PASSAGE_SQL = (
-        "SELECT p.id, d.path, p.paragraph, p.window, p.windows, p.start, p.end, p.text, p.page "
-        "FROM passages p JOIN documents d ON d.id = p.doc_id "
+        "SELECT p.id, (SELECT group_concat(path, char(31)) FROM "
+        "(SELECT path FROM paths WHERE doc_id = p.doc_id ORDER BY path)), "
+        "p.seq, p.paragraph, p.window, p.windows, p.start, p.end, p.text, p.page, p.section "
+        "FROM passages p "
     )
+
+    @staticmethod
+    def _passage(row: tuple, doc: str | None = None) -> Passage:
+        pid, paths, seq, paragraph, window, windows, start, end, text, page, section = row
+        names = (paths or "").split("\x1f")
+        if doc is not None and doc in names:
+            names.remove(doc)
+            names.insert(0, doc)
+        return Passage(
+            id=pid, doc=names[0], paragraph=paragraph, window=window, windows=windows, start=start, end=end,
+            text=text, page=page, section=section, seq=seq, also=tuple(names[1:]),
+        )
 
     def _query_in(self, sql: str, ids: Iterable[int]) -> Iterator[tuple]:
         """Rows of ``sql`` whose ``{ids}`` placeholder is filled in chunks (SQLite caps parameters)."""
@@ -210,21 +272,23 @@ class Snapshot:
 
     def passages(self, ids: Iterable[int]) -> dict[int, Passage]:
         rows = self._query_in(self._PASSAGE_SQL + "WHERE p.id IN ({ids})", ids)
-        return {row[0]: Passage(*row) for row in rows}
+        return {row[0]: self._passage(row) for row in rows}
 
-    def passages_of(self, doc: str, paragraph: int | None = None) -> list[Passage]:
-        sql = self._PASSAGE_SQL + "WHERE d.path = ?"
-        params: list = [doc]
-        if paragraph is not None:
-            sql += " AND p.paragraph = ?"
-            params.append(paragraph)
-        return [Passage(*row) for row in self._query(sql + " ORDER BY p.paragraph, p.window", params)]
-
-    def paragraph_count(self, doc: str) -> int:
-        rows = self._query(
-            "SELECT MAX(p.paragraph) FROM passages p JOIN documents d ON d.id = p.doc_id WHERE d.path = ?", (doc,)
-        )
-        return rows[0][0] or 0
+    def passages_of(
+        self, doc: str, paragraph: int | None = None, *, seq: int | None = None, page: int | None = None
+    ) -> list[Passage]:
+        """Passages of the document at path ``doc`` in text order, optionally narrowed."""
+        doc_id = self._doc_id(doc)
+        if doc_id is None:
+            return []
+        sql = self._PASSAGE_SQL + "WHERE p.doc_id = ?"
+        params: list = [doc_id]
+        for column, value in (("seq", seq), ("paragraph", paragraph), ("page", page)):
+            if value is not None:
+                sql += f" AND p.{column} = ?"
+                params.append(value)
+        rows = self._query(sql + " ORDER BY p.seq, p.window", params)
+        return [self._passage(row, doc) for row in rows]
 
     def sentences(self, passage_ids: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
         """``passage id -> [(sentence id, start, end), ...]`` in text order."""
@@ -364,36 +428,60 @@ class Writer:
 
     # -- reads the writer needs ----------------------------------------------------
 
-    def document_hashes(self) -> dict[str, tuple[str, str | None]]:
-        """``path -> (sha256, source)`` of every stored document."""
-        rows = self._db.execute("SELECT path, sha256, source FROM documents").fetchall()
-        return {path: (sha, source) for path, sha, source in rows}
+    def path_states(self) -> dict[str, PathState]:
+        """What the index knows of every stored path."""
+        rows = self._db.execute(
+            "SELECT pa.path, d.sha256, pa.source, pa.size, pa.mtime_ns FROM paths pa JOIN documents d ON d.id = pa.doc_id"
+        ).fetchall()
+        return {row[0]: PathState(*row[1:]) for row in rows}
+
+    def has_content(self, sha256: str) -> bool:
+        return self._db.execute("SELECT 1 FROM documents WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
     # -- changes -------------------------------------------------------------------
 
+    def touch_path(self, path: str, *, size: int, mtime_ns: int) -> None:
+        """Record a new stat for an unchanged file, so the next check need not read it."""
+        self._db.execute("UPDATE paths SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+
     def remove_document(self, path: str) -> int:
-        """Remove a document and its vectors; returns the number of passages removed."""
-        row = self._db.execute("SELECT id FROM documents WHERE path = ?", (path,)).fetchone()
+        """Forget ``path``; its content goes too unless another path shares it.
+
+        Returns the number of passages removed from the index.
+        """
+        row = self._db.execute("SELECT doc_id FROM paths WHERE path = ?", (path,)).fetchone()
         if row is None:
             return 0
         doc_id = row[0]
+        self._db.execute("DELETE FROM paths WHERE path = ?", (path,))
+        if self._db.execute("SELECT 1 FROM paths WHERE doc_id = ?", (doc_id,)).fetchone():
+            return 0
         passages = self._db.execute("SELECT id, text FROM passages WHERE doc_id = ?", (doc_id,)).fetchall()
-        passage_ids = [p[0] for p in passages]
         sentence_ids = [
             r[0]
             for r in self._db.execute(
                 "SELECT s.id FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id = ?", (doc_id,)
             )
         ]
-        self._db.executemany(
-            "INSERT INTO passages_fts(passages_fts, rowid, text) VALUES('delete', ?, ?)", passages
-        )
+        self._db.executemany("INSERT INTO passages_fts(passages_fts, rowid, text) VALUES('delete', ?, ?)", passages)
         self._db.execute("DELETE FROM sentences WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,))
         self._db.execute("DELETE FROM passages WHERE doc_id = ?", (doc_id,))
         self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-        self.passage_vectors.remove(passage_ids)
+        self.passage_vectors.remove([p[0] for p in passages])
         self.sentence_vectors.remove(sentence_ids)
-        return len(passage_ids)
+        return len(passages)
+
+    def _put_path(self, path: str, doc_id: int, source: str | None, size: int | None, mtime_ns: int | None) -> None:
+        self.remove_document(path)
+        self._db.execute(
+            "INSERT INTO paths(path, doc_id, source, size, mtime_ns, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (path, doc_id, source, size, mtime_ns, time.time()),
+        )
+
+    def add_alias(self, path: str, *, sha256: str, source: str | None, size: int | None, mtime_ns: int | None) -> None:
+        """Store ``path`` as one more name of content already in the index (no embedding)."""
+        doc_id = self._db.execute("SELECT id FROM documents WHERE sha256 = ?", (sha256,)).fetchone()[0]
+        self._put_path(path, doc_id, source, size, mtime_ns)
 
     def add_document(
         self,
@@ -401,30 +489,36 @@ class Writer:
         path: str,
         source: str | None,
         sha256: str,
-        encoding: str,
+        format: str,
+        encoding: str | None,
         text: str,
-        passages: Sequence[PassageSpan],
+        passages: Sequence[StoredPassage],
         passage_vectors: np.ndarray,
         sentence_vectors: np.ndarray,
+        size: int | None = None,
+        mtime_ns: int | None = None,
     ) -> None:
-        """Store a document (replacing one of the same path) with its vectors.
+        """Store a document (replacing what ``path`` held) with its vectors.
 
         ``sentence_vectors`` has one row per sentence of every passage, in order.
         """
         self.remove_document(path)
         cur = self._db.execute(
-            "INSERT INTO documents(path, source, sha256, encoding, indexed_at, text) VALUES (?, ?, ?, ?, ?, ?)",
-            (path, source, sha256, encoding, time.time(), text),
+            "INSERT INTO documents(sha256, format, encoding, text) VALUES (?, ?, ?, ?)",
+            (sha256, format, encoding, text),
         )
         doc_id = cur.lastrowid
+        self._put_path(path, doc_id, source, size, mtime_ns)
         passage_ids: list[int] = []
         sentence_ids: list[int] = []
-        for span in passages:
+        for stored in passages:
+            span = stored.span
             body = text[span.start : span.end]
             cur = self._db.execute(
-                "INSERT INTO passages(doc_id, paragraph, window, windows, start, end, page, text) "
-                "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-                (doc_id, span.paragraph, span.window, span.windows, span.start, span.end, body),
+                "INSERT INTO passages(doc_id, seq, paragraph, window, windows, start, end, page, section, text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc_id, span.paragraph, stored.paragraph, span.window, span.windows, span.start, span.end,
+                 stored.page, stored.section, body),
             )
             passage_id = cur.lastrowid
             passage_ids.append(passage_id)
@@ -445,7 +539,7 @@ class Writer:
         db = self._db
         db.commit()
         counts = {
-            "documents": db.execute("SELECT COUNT(*) FROM documents").fetchone()[0],
+            "documents": db.execute("SELECT COUNT(*) FROM paths").fetchone()[0],
             "passages": db.execute("SELECT COUNT(*) FROM passages").fetchone()[0],
             "sentences": db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0],
         }

@@ -24,7 +24,7 @@ FLOODED = "How many homes were flooded in January?"
 ALDAN_SENTENCE = "Kostal was sharply critical of Tessaly's leader, President Viktor Aldan."
 RESULT_KEYS = {
     "rank", "score", "doc", "paragraph", "page", "start", "end", "text",
-    "highlight", "highlight_start", "highlight_end", "similarity", "citation",
+    "highlight", "highlight_start", "highlight_end", "similarity", "citation", "section", "also_in",
 }
 
 

@@ -355,16 +355,18 @@ def test_unreadable_files_are_skipped_and_the_rest_indexed(fake_qa, corpus, tmp_
     (corpus / "empty.txt").write_bytes(b"")
     (corpus / "blank.md").write_text(" \n\n\t\n", encoding="utf-8")
     (corpus / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    (corpus / "ignored.pdf").write_bytes(b"%PDF-1.4 not looked at inside a folder")
-    explicit = tmp_path / "notes.docx"
-    explicit.write_bytes(b"PK\x03\x04 not a text file")
+    (corpus / "ignored.xyz").write_bytes(b"an unknown type is not looked at inside a folder")
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 truncated")
+    explicit = tmp_path / "notes.rtf"
+    explicit.write_bytes(b"{\\rtf1 not a supported type}")
     report = fake_qa.index([corpus, explicit, tmp_path / "missing-folder"])
     assert sorted(report.added) == NAMES
     reasons = {Path(s.path).name: s.reason for s in report.skipped}
-    assert set(reasons) == {"empty.txt", "blank.md", "binary.txt", "notes.docx", "missing-folder"}
+    assert set(reasons) == {"empty.txt", "blank.md", "binary.txt", "broken.pdf", "notes.rtf", "missing-folder"}
     assert "empty" in reasons["empty.txt"] and "empty" in reasons["blank.md"]
     assert "binary" in reasons["binary.txt"]
-    assert "unsupported" in reasons["notes.docx"] and ".docx" in reasons["notes.docx"]
+    assert "PDF" in reasons["broken.pdf"]
+    assert "unsupported" in reasons["notes.rtf"] and ".rtf" in reasons["notes.rtf"]
     assert "no such" in reasons["missing-folder"]
     assert [d.path for d in fake_qa.documents()] == NAMES
 
