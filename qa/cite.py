@@ -41,10 +41,14 @@ class Citation:
 
 def format_citation(passage: Passage) -> str:
     name = PurePosixPath(passage.doc).name
-    section = f", § {passage.section}" if passage.section else ""
-    page = f", p. {passage.page}" if passage.page is not None else ""
+    where = [name]
+    if passage.section:
+        where.append(f"§ {passage.section}")
+    if passage.page is not None:
+        where.append(f"p. {passage.page}")
     chars = f", chars {passage.start}-{passage.end}" if passage.windows > 1 else ""
-    return f"{name}{section}{page} ¶{passage.paragraph}{chars}"
+    # "report.txt ¶4", but "report.pdf, p. 3, ¶2" once there is more than a name.
+    return f"{', '.join(where)}{',' if len(where) > 1 else ''} ¶{passage.paragraph}{chars}"
 
 
 def parse_citation(text: str) -> Citation:

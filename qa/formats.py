@@ -46,12 +46,18 @@ _SOFT_HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-\n(?=[a-z])")
 _BLANK_LINES = re.compile(r"\n\s*\n")
 
 
-def _clean_block(text: str) -> str:
-    """Join words hyphenated across line ends; keep other line breaks; no blank lines inside a block."""
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+def _clean_block(text: str, *, reflow: bool = False) -> str:
+    """Tidy one block: join words hyphenated across line ends, collapse runs of
+    spaces, no blank lines inside. With ``reflow`` (PDF, where line ends are
+    only where the page ran out) lines are joined into one."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = _SOFT_HYPHEN_BREAK.sub("", text)
     text = _BLANK_LINES.sub("\n", text)
-    return "\n".join(line.strip() for line in text.strip().split("\n"))
+    lines = [_SPACES.sub(" ", line).strip() for line in text.strip().split("\n")]
+    return (" " if reflow else "\n").join(line for line in lines if line)
 
 
 def parse_pdf(path: Path) -> Parsed:
@@ -66,7 +72,7 @@ def parse_pdf(path: Path) -> Parsed:
             blocks = []
             for element in page:
                 if isinstance(element, LTTextContainer):
-                    text = _clean_block(element.get_text())
+                    text = _clean_block(element.get_text(), reflow=True)
                     if text:
                         blocks.append(Block(text))
             parsed.pages.append(blocks)

@@ -26,7 +26,7 @@ from qa.read import (
     iter_files,
     read_bytes,
 )
-from qa.records import PassageSpan
+from qa.records import PassageSpan, Span
 from qa.split import split_passages
 from qa.store import PathState, StoredPassage, Writer
 
@@ -163,7 +163,18 @@ def index_paths(
                 continue
             if embedder is None:
                 embedder = get_embedder()
-            spans = list(split_passages(extracted.text, embedder.token_offsets, max_tokens=embedder.max_tokens))
+            spans = list(
+                split_passages(
+                    extracted.text,
+                    embedder.token_offsets,
+                    max_tokens=embedder.max_tokens,
+                    headings=[Span(h.start, h.end) for h in extracted.headings],
+                )
+            )
+            if not spans:
+                report.skipped.append(Skipped(str(file), "no text to index (headings only)"))
+                bar.update(1)
+                continue
             (report.updated if previous else report.added).append(name)
             pending.append(_Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, locate(extracted, spans)))
             if sum(len(p.passages) for p in pending) >= _EMBED_GROUP:
@@ -216,8 +227,10 @@ def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: 
         for stored in doc.passages:
             span = stored.span
             passage_index = len(passage_texts)
-            passage_texts.append(doc.extracted.text[span.start : span.end])
-            single = len(span.sentences) == 1 and (span.sentences[0].start, span.sentences[0].end) == (
+            body = doc.extracted.text[span.start : span.end]
+            # The heading is context the passage's own words may lack ("Install" above "Run make run").
+            passage_texts.append(f"{stored.section}\n{body}" if stored.section else body)
+            single = not stored.section and len(span.sentences) == 1 and (span.sentences[0].start, span.sentences[0].end) == (
                 span.start,
                 span.end,
             )

@@ -100,6 +100,9 @@ def split_sentences(text: str, span: Span) -> list[Span]:
     the offsets stay exact whatever the segmenter does with whitespace.
     """
     chunk = text[span.start : span.end]
+    # pysbd ends a sentence at every line break; hard-wrapped text (and PDF
+    # lines) would be cut mid-sentence. Same-length spaces keep offsets exact.
+    chunk = chunk.replace("\r", " ").replace("\n", " ")
     sentences: list[Span] = []
     cursor = 0
     for piece in _segmenter().segment(chunk):
@@ -135,15 +138,25 @@ def _clip(text: str, sentences: Sequence[Span], window: Span) -> tuple[Span, ...
 
 
 def split_passages(
-    text: str, token_offsets: TokenOffsets, *, max_tokens: int, overlap: int | None = None
+    text: str,
+    token_offsets: TokenOffsets,
+    *,
+    max_tokens: int,
+    overlap: int | None = None,
+    headings: Sequence[Span] = (),
 ) -> Iterator[PassageSpan]:
     """Every passage of ``text`` with its paragraph number, window and sentences.
 
     ``overlap`` (default a quarter of the window) bounds how many tokens
-    consecutive windows of one paragraph share.
+    consecutive windows of one paragraph share. A block that is only a heading
+    (one of ``headings``) is not a paragraph: it names the section of the
+    paragraphs below it instead, and is not counted.
     """
     overlap = max(1, min(overlap or max_tokens // 4, max_tokens // 4))
-    for number, paragraph in enumerate(split_paragraphs(text), start=1):
+    paragraphs = [
+        p for p in split_paragraphs(text) if not any(h.start <= p.start and p.end <= h.end for h in headings)
+    ]
+    for number, paragraph in enumerate(paragraphs, start=1):
         sentences = split_sentences(text, paragraph)
         windows = split_windows(
             text, paragraph, token_offsets, max_tokens=max_tokens, overlap=overlap, sentences=sentences

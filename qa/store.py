@@ -72,10 +72,15 @@ CREATE TABLE sentences (
 );
 CREATE INDEX sentences_passage ON sentences(passage_id);
 CREATE VIRTUAL TABLE passages_fts USING fts5(
-    text, content='passages', content_rowid='id',
+    section, text, content='passages', content_rowid='id',
     tokenize='porter unicode61 remove_diacritics 2'
 );
 """
+
+
+# A heading's words count, but less than the passage's own: a section title is
+# shared by every passage under it, so it says less about which one answers.
+_BM25 = "bm25(passages_fts, 0.5, 1.0)"
 
 
 class StoreError(Exception):
@@ -306,14 +311,14 @@ class Snapshot:
 
     def lexical(self, match: str, limit: int, only: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """``(passage id, bm25)`` for an FTS5 MATCH expression; larger is better."""
-        sql = "SELECT rowid, -bm25(passages_fts) FROM passages_fts WHERE passages_fts MATCH ?"
+        sql = f"SELECT rowid, -{_BM25} FROM passages_fts WHERE passages_fts MATCH ?"
         params: list = [match]
         if only is not None:
             if not only:
                 return []
             sql += f" AND rowid IN ({','.join('?' * len(only))})"
             params.extend(int(i) for i in only)
-        sql += " ORDER BY bm25(passages_fts) LIMIT ?"
+        sql += f" ORDER BY {_BM25} LIMIT ?"
         params.append(limit)
         return [(int(r[0]), float(r[1])) for r in self._query(sql, params)]
 
@@ -456,14 +461,16 @@ class Writer:
         self._db.execute("DELETE FROM paths WHERE path = ?", (path,))
         if self._db.execute("SELECT 1 FROM paths WHERE doc_id = ?", (doc_id,)).fetchone():
             return 0
-        passages = self._db.execute("SELECT id, text FROM passages WHERE doc_id = ?", (doc_id,)).fetchall()
+        passages = self._db.execute("SELECT id, section, text FROM passages WHERE doc_id = ?", (doc_id,)).fetchall()
         sentence_ids = [
             r[0]
             for r in self._db.execute(
                 "SELECT s.id FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id = ?", (doc_id,)
             )
         ]
-        self._db.executemany("INSERT INTO passages_fts(passages_fts, rowid, text) VALUES('delete', ?, ?)", passages)
+        self._db.executemany(
+            "INSERT INTO passages_fts(passages_fts, rowid, section, text) VALUES('delete', ?, ?, ?)", passages
+        )
         self._db.execute("DELETE FROM sentences WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,))
         self._db.execute("DELETE FROM passages WHERE doc_id = ?", (doc_id,))
         self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
@@ -522,7 +529,9 @@ class Writer:
             )
             passage_id = cur.lastrowid
             passage_ids.append(passage_id)
-            self._db.execute("INSERT INTO passages_fts(rowid, text) VALUES (?, ?)", (passage_id, body))
+            self._db.execute(
+                "INSERT INTO passages_fts(rowid, section, text) VALUES (?, ?, ?)", (passage_id, stored.section, body)
+            )
             for sentence in span.sentences:
                 cur = self._db.execute(
                     "INSERT INTO sentences(passage_id, start, end) VALUES (?, ?, ?)",

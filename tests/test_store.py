@@ -137,13 +137,13 @@ def test_changing_one_file_reembeds_only_that_file(indexed, corpus, fake_embedde
     report = indexed.index([corpus])
     assert report.updated == ["docs/beta.md"]
     assert sorted(report.unchanged) == ["docs/alpha.txt", "docs/sub/gamma.txt"]
-    assert report.passages_embedded == 2
-    assert all("Plums" in t or "Orchard" in t for t in fake_embedder.encoded)
+    assert report.passages_embedded == 1  # the heading is the section, not a passage
+    assert all("Plums" in t for t in fake_embedder.encoded)
     assert manifest(indexed.index_dir)["generation"] == 2
     new = all_passages(indexed)
     assert new["docs/alpha.txt"] == old["docs/alpha.txt"]  # same ids, offsets and text
     assert new["docs/sub/gamma.txt"] == old["docs/sub/gamma.txt"]
-    assert [p.text for p in new["docs/beta.md"]] == ["# Orchard notes", "Plums are grafted in April."]
+    assert [p.text for p in new["docs/beta.md"]] == ["Plums are grafted in April."]
     assert not {p.id for p in new["docs/beta.md"]} & {p.id for p in old["docs/beta.md"]}
     assert_passages_are_exact(indexed)
     assert indexed.ask("When are plums grafted?").hits[0].passage.doc == "docs/beta.md"
@@ -527,7 +527,8 @@ def assert_vectors_match_text(qa: QA) -> None:
         passages = snap.passages_of(doc.path)
         ids = [p.id for p in passages]
         stored = snap.passage_vectors.vectors(ids)
-        expected = fake.encode([p.text for p in passages])
+        # A passage under a heading is embedded with the heading as context.
+        expected = fake.encode([f"{p.section}\n{p.text}" if p.section else p.text for p in passages])
         assert abs(stored - expected).max() < 1e-5, doc.path
         sentences = snap.sentences(ids)
         for p in passages:
@@ -579,7 +580,7 @@ def test_an_open_snapshot_outlives_the_commit_that_replaces_it(indexed, corpus):
     assert not (indexed.index_dir / "catalog-1.sqlite").exists()
     assert old.generation == 1 and indexed.snapshot().generation == 2
     assert old.document_text("docs/beta.md") == CORPUS["beta.md"]
-    assert [p.text for p in old.passages_of("docs/beta.md")][0] == "# Orchard notes"
+    assert [p.section for p in old.passages_of("docs/beta.md")][0] == "Orchard notes"
     assert indexed.snapshot().document_text("docs/beta.md") == "Replaced entirely.\n"
 
 
