@@ -64,7 +64,7 @@ def parse_pdf(path: Path) -> Parsed:
     from pdfminer.high_level import extract_pages
     from pdfminer.layout import LAParams, LTTextContainer
     from pdfminer.pdfparser import PDFSyntaxError
-    from pdfminer.psparser import PSException
+    from pdfminer.psparser import PSEOF, PSException
 
     parsed = Parsed(paged=True)
     try:
@@ -76,8 +76,10 @@ def parse_pdf(path: Path) -> Parsed:
                     if text:
                         blocks.append(Block(text))
             parsed.pages.append(blocks)
+    except PSEOF as exc:
+        raise FormatError("not a readable PDF (truncated: it ends too early)") from exc
     except (PDFSyntaxError, PSException) as exc:
-        raise FormatError(f"not a readable PDF ({type(exc).__name__})") from exc
+        raise FormatError("not a readable PDF (damaged or not a PDF at all)") from exc
     except Exception as exc:  # pdfminer raises many kinds on damaged files
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FormatError(f"cannot parse PDF: {message}") from exc
@@ -110,12 +112,20 @@ def parse_docx(path: Path) -> Parsed:
         document = docx.Document(str(path))
     except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise FormatError(f"not a readable DOCX: {exc}") from exc
+    from docx.table import Table
+
     blocks = []
-    for paragraph in document.paragraphs:
-        text = _clean_block(paragraph.text)
+    for item in document.iter_inner_content():  # paragraphs and tables in body order
+        if isinstance(item, Table):
+            rows = [" | ".join(_clean_block(cell.text) for cell in row.cells) for row in item.rows]
+            text = "\n".join(row for row in rows if row.strip(" |"))
+            if text:
+                blocks.append(Block(text))
+            continue
+        text = _clean_block(item.text)
         if not text:
             continue
-        style = (paragraph.style.name if paragraph.style is not None else "") or ""
+        style = (item.style.name if item.style is not None else "") or ""
         level = 0
         if style == "Title":
             level = 1
@@ -123,11 +133,6 @@ def parse_docx(path: Path) -> Parsed:
             digits = style.removeprefix("Heading").strip()
             level = int(digits) if digits.isdigit() else 1
         blocks.append(Block(text, level))
-    for table in document.tables:
-        rows = [" | ".join(_clean_block(cell.text) for cell in row.cells) for row in table.rows]
-        text = "\n".join(row for row in rows if row.strip(" |"))
-        if text:
-            blocks.append(Block(text))
     return Parsed(pages=[blocks])
 
 

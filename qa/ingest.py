@@ -53,6 +53,7 @@ class IndexReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)  # same content, new modification time
     passages_embedded: int = 0
     sentences_embedded: int = 0
 
@@ -140,6 +141,7 @@ def index_paths(
                 if previous and previous.sha256 == sha:
                     writer.touch_path(name, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
                     report.unchanged.append(name)
+                    report.touched.append(name)
                     bar.update(1)
                     continue
                 source = str(Path(file).resolve())

@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import re
+import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,31 +97,58 @@ def decode_text(data: bytes) -> tuple[str, str]:
         pass
     from charset_normalizer import from_bytes
 
-    matches = list(from_bytes(data))
-    if not matches:
+    candidates = [(m.encoding, str(m), m.chaos) for m in from_bytes(data)]
+    # On short Western text the detector's first guess is often a code page of
+    # another script (Arabic, Cyrillic) or UTF-16. Text that is mostly ASCII is
+    # in the Latin script, so its other characters must be Latin letters or
+    # punctuation; cp1252 and Latin-1 are the fallbacks when no guess is.
+    if sum(b < 0x80 for b in data) >= 0.7 * len(data):
+        candidates = [c for c in candidates if len(c[1]) >= 0.9 * len(data) and _latin_plausible(c[1])]
+        # The fallbacks count as plausible as the detector's best plausible guess.
+        chaos = min((c[2] for c in candidates), default=0.0)
+        for fallback in ("cp1252", "latin-1"):
+            try:
+                text = data.decode(fallback)
+            except UnicodeDecodeError:
+                continue
+            if _latin_plausible(text):
+                candidates.append((fallback, text, chaos))
+    if not candidates:
         raise ReadError("cannot detect the text encoding (a binary file?)")
-    # On short Western text charset-normalizer often ranks cp1250 or cp1257 above
-    # cp1252 by a hair, which turns "è" into "č". cp1252 is by far the most common
-    # legacy encoding, so it wins whenever the detector finds it about as plausible.
-    best = matches[0]
-    for match in matches:
-        if match.encoding == "cp1252" and match.chaos <= best.chaos + 0.05:
-            best = match
+    # Among near-equal guesses (cp1250, cp1252 and cp1257 often tie on French or
+    # German text, turning "è" into "č") prefer cp1252, the most common one.
+    best = candidates[0]
+    for candidate in candidates:
+        if candidate[0] == "cp1252" and candidate[2] <= best[2] + 0.05:
+            best = candidate
             break
-    return str(best), best.encoding
+    return best[1], best[0]
 
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_SETEXT = re.compile(r"^(?! {0,3}[-=#>*+`])(\S.*)\n {0,3}(=+|-+)[ \t]*$", re.MULTILINE)
+def _latin_plausible(text: str) -> bool:
+    return all(
+        ch < "\x80" or unicodedata.category(ch)[0] in "PSZ" or "LATIN" in unicodedata.name(ch, "")
+        for ch in text
+    )
+
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+([^\r\n]+?)(?:[ \t]+#+)?[ \t]*\r?$", re.MULTILINE)
+_SETEXT = re.compile(r"^(?! {0,3}[-=#>*+`~])(\S[^\r\n]*?)[ \t]*\r?\n {0,3}(=+|-+)[ \t]*\r?$", re.MULTILINE)
+_FENCE = re.compile(r"^ {0,3}(```+|~~~+)[^\n]*\n.*?(?:^ {0,3}\1[ \t]*\r?$|\Z)", re.MULTILINE | re.DOTALL)
 
 
 def markdown_headings(text: str) -> tuple[Heading, ...]:
-    """ATX (``# Title``) and setext (underlined) headings, in order."""
+    """ATX (``# Title``) and setext (underlined) headings, in order; none inside code fences."""
+    fences = [(m.start(), m.end()) for m in _FENCE.finditer(text)]
+
+    def in_code(position: int) -> bool:
+        return any(start <= position < end for start, end in fences)
+
     found = [Heading(m.start(), m.end(), len(m[1]), m[2].strip()) for m in _ATX.finditer(text)]
     found += [
         Heading(m.start(), m.end(), 1 if m[2][0] == "=" else 2, m[1].strip()) for m in _SETEXT.finditer(text)
     ]
-    return tuple(sorted(found, key=lambda h: h.start))
+    return tuple(sorted((h for h in found if not in_code(h.start)), key=lambda h: h.start))
 
 
 # -- rich formats ------------------------------------------------------------------------
