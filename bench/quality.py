@@ -1,11 +1,18 @@
-"""Retrieval quality on the shared SQuAD dev set, every retriever in one run.
+"""Retrieval quality on the shared SQuAD dev set, every retriever in one run, and abstention.
 
-    python bench/quality.py [--data ../shared/bench/squad-dev] [--index DIR]
+    python bench/quality.py [--data ../shared/bench/squad-dev] [--index DIR] [--half-index DIR]
 
 Indexes the articles (once; the index is reused when it exists), asks every
 labeled question, and prints recall@1, recall@5, MRR@10 and the share answered
 for the hybrid, lexical-only and dense-only retrievers, plus the share of
-top-1 hits whose highlighted sentence contains a gold answer.
+top-1 hits whose highlighted sentence contains a gold answer. The scoring is
+``qa.evaluate``, the same as ``qa eval``.
+
+Then abstention: every other article (in sorted order) goes into a second
+index; the questions about the other half are out of corpus and should get
+``answered == false``, those about the indexed half should get ``answered ==
+true``. Prints both shares at the library's threshold and, for whoever
+calibrates it, at other thresholds on the top passage's best-sentence cosine.
 """
 
 from __future__ import annotations
@@ -15,48 +22,70 @@ import json
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa import QA  # noqa: E402
-from qa.search import RETRIEVERS  # noqa: E402
+from qa.evaluate import evaluate, read_labeled, score_questions  # noqa: E402
+from qa.search import ANSWER_SIMILARITY, RETRIEVERS  # noqa: E402
+
+THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
 
 
-def load_questions(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def table(rows: list[dict], header: list[str]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row[h]) for h in header) + " |")
 
 
-def is_gold(hit: dict, question: dict, doc_prefix: str) -> bool:
-    return hit["doc"] == doc_prefix + question["doc"] and hit["paragraph"] == question["paragraph"]
-
-
-def evaluate(qa: QA, questions: list[dict], retriever: str, doc_prefix: str) -> dict:
-    ranks: list[int | None] = []
-    answered = highlighted = 0
+def half_index(qa: QA, docs: Path, folder: Path) -> tuple[set[str], dict]:
+    """Index every other article of ``docs`` (sorted) into ``folder``; the names indexed."""
+    files = sorted(p for p in docs.iterdir() if p.is_file() and not p.name.startswith("."))
+    inside = files[0::2]
+    half = QA(folder, embedder=qa.embedder)
     started = time.perf_counter()
-    pairs = ((q["id"], q["question"]) for q in questions)
-    for question, answer in zip(questions, qa.ask_many(pairs, k=10, retriever=retriever)):
-        results = answer.to_json()["results"]
-        rank = next((r["rank"] for r in results if is_gold(r, question, doc_prefix)), None)
-        ranks.append(rank)
-        answered += answer.answered
-        if rank == 1 and any(a in results[0]["highlight"] for a in question.get("answers", [])):
-            highlighted += 1
-    elapsed = time.perf_counter() - started
-    n = len(questions)
-    top1 = sum(r == 1 for r in ranks)
+    report = half.index(inside)
+    names = {f.name for f in inside}
+    stale = sorted({d.path for d in half.documents()} - names)  # a cached index built from another split
+    if stale:
+        half.remove(stale)
+    info = {
+        "indexed": len(names),
+        "held_out": len(files) - len(names),
+        "seconds": round(time.perf_counter() - started, 1),
+        "unchanged": len(report.unchanged),
+    }
+    return names, info
+
+
+def abstention(qa: QA, docs: Path, questions, folder: Path) -> dict:
+    names, info = half_index(qa, docs, folder)
+    half = QA(folder, embedder=qa.embedder)
+    inside = [q for q in questions if PurePosixPath(q.doc).name in names]
+    outside = [q for q in questions if PurePosixPath(q.doc).name not in names]
+    seen = score_questions(half, inside, retriever="hybrid", k=10)
+    unseen = score_questions(half, outside, retriever="hybrid", k=10)
+    share = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
+    sweep = []
+    for t in sorted({*THRESHOLDS, ANSWER_SIMILARITY}):
+        sweep.append({
+            "threshold": t,
+            "out_of_corpus_abstained": share([o.confidence < t for o in unseen]),
+            "in_corpus_answered": share([o.confidence >= t for o in seen]),
+            "in_corpus_answered_and_top1_right": share([o.confidence >= t and o.rank == 1 for o in seen]),
+        })
     return {
-        "retriever": retriever,
-        "questions": n,
-        "recall@1": round(top1 / n, 4),
-        "recall@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 4),
-        "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4),
-        "answered": round(answered / n, 4),
-        "highlight_has_answer": round(highlighted / top1, 4) if top1 else 0.0,
-        "ms_per_question": round(1000 * elapsed / n, 2),
+        **info,
+        "threshold": ANSWER_SIMILARITY,
+        "out_of_corpus_questions": len(unseen),
+        "out_of_corpus_abstained": share([not o.answered for o in unseen]),
+        "in_corpus_questions": len(seen),
+        "in_corpus_answered": share([o.answered for o in seen]),
+        "in_corpus_recall@1": share([o.rank == 1 for o in seen]),
+        "sweep": sweep,
     }
 
 
@@ -64,11 +93,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "bench" / "squad-dev")
     parser.add_argument("--index", type=Path, default=None, help="index folder (default: a temporary one)")
+    parser.add_argument(
+        "--half-index", type=Path, default=None,
+        help="index folder for the abstention half (default: INDEX-half, else a temporary one)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="ask only the first N questions")
     args = parser.parse_args()
 
     docs = args.data / "docs"
-    questions = load_questions(args.data / "questions.jsonl")
+    questions = read_labeled(args.data / "questions.jsonl")
     if args.limit:
         questions = questions[: args.limit]
     index_dir = args.index or Path(tempfile.mkdtemp(prefix="qa-bench-"))
@@ -80,13 +113,31 @@ def main() -> None:
         f"indexed {len(report.added) + len(report.updated)} documents, {report.passages_embedded} passages, "
         f"{report.sentences_embedded} sentences in {index_seconds:.1f} s ({len(report.unchanged)} unchanged)"
     )
-    rows = [evaluate(qa, questions, retriever, doc_prefix=docs.name + "/") for retriever in RETRIEVERS]
-    header = ["retriever", "recall@1", "recall@5", "mrr@10", "answered", "highlight_has_answer", "ms_per_question"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+    rows = [evaluate(qa, questions, retriever=retriever, k=10) for retriever in RETRIEVERS]
+    table(rows, ["retriever", "recall@1", "recall@5", "mrr@10", "answered", "highlight_has_answer", "ms_per_question"])
     print(json.dumps(rows))
+
+    half_dir = args.half_index or (
+        index_dir.with_name(index_dir.name + "-half") if args.index else Path(tempfile.mkdtemp(prefix="qa-bench-half-"))
+    )
+    result = abstention(qa, docs, questions, half_dir)
+    print(
+        f"\nabstention (hybrid): {result['indexed']} articles indexed, {result['held_out']} held out; "
+        f"answered means best-sentence cosine >= {result['threshold']}"
+    )
+    print(
+        f"out of corpus: {result['out_of_corpus_abstained']} of {result['out_of_corpus_questions']} questions "
+        f"get answered == false"
+    )
+    print(
+        f"in corpus:     {result['in_corpus_answered']} of {result['in_corpus_questions']} questions "
+        f"get answered == true (recall@1 {result['in_corpus_recall@1']})"
+    )
+    table(
+        result["sweep"],
+        ["threshold", "out_of_corpus_abstained", "in_corpus_answered", "in_corpus_answered_and_top1_right"],
+    )
+    print(json.dumps({k: v for k, v in result.items() if k != "sweep"}))
 
 
 if __name__ == "__main__":

@@ -143,8 +143,8 @@ def find_cited(snapshot: Snapshot, citation: str) -> tuple[str, list[Passage], C
         raise CitationError(f"{doc} has pages: cite it as '{PurePosixPath(doc).name}, p. N, ¶M'")
     windows = snapshot.passages_of(doc, paragraph=parsed.paragraph, page=parsed.page if paged else None)
     if not windows:
-        where = f"page {parsed.page}" if paged else doc
-        raise CitationError(f"{doc}: {where} has no paragraph {parsed.paragraph}")
+        where = f"{doc}, page {parsed.page}," if paged else doc
+        raise CitationError(f"{where} has no paragraph {parsed.paragraph}")
     if parsed.start is not None:
         windows = [w for w in windows if (w.start, w.end) == (parsed.start, parsed.end)]
         if not windows:

@@ -351,6 +351,105 @@ def serve(index: str | None, model: str | None, port: int, host: str) -> None:
     launch(build_app(qa), server_name=host, server_port=port)
 
 
+_VERDICT_LINES = {
+    "exact": "exact: the quote is at {citation}",
+    "near-exact": "near-exact: the quote is at {citation} up to whitespace, case, quotes or dashes",
+    "similar": "similar ({score:.2f}): {citation} has a close but different text",
+    "not-found": "not-found: the quote is not at {citation} (best similarity {score:.2f})",
+}
+
+
+def _print_verdict(verdict: dict) -> None:
+    click.echo(click.style(_VERDICT_LINES[verdict["status"]].format(**verdict), bold=True))
+    if verdict["match"]:
+        m = verdict["match"]
+        click.echo(f"   {m['doc']} [{m['start']}, {m['end']})")
+        click.echo(textwrap.indent(m["text"], "   "))
+    found = verdict["found"]
+    if verdict["status"] in ("exact", "near-exact"):
+        return
+    if not found:
+        click.echo("\nIt is not in the indexed documents.")
+        return
+    kinds = {f["match"] for f in found}
+    if kinds & {"exact", "near-exact"}:
+        click.echo("\nIt is at:")
+    elif "similar" in kinds:
+        click.echo("\nIt is in no indexed document as quoted; similar text is at:")
+    else:
+        click.echo("\nIt is not in the indexed documents; the closest passages are:")
+    for number, f in enumerate(found, start=1):
+        click.echo(
+            click.style(f"{number}. {f['citation']}", bold=True)
+            + f"   {f['doc']} [{f['start']}, {f['end']})  {f['match']} {f['score']:.2f}"
+        )
+        click.echo(textwrap.indent(f["text"], "   "))
+
+
+@cli.command()
+@click.argument("quote")
+@click.argument("citation")
+@index_option
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def verify(quote: str, citation: str, index: str | None, model: str | None, as_json: bool) -> None:
+    """Check that QUOTE is at CITATION, and say where it is if not.
+
+    The verdict is exact (verbatim), near-exact (equal up to whitespace, case,
+    typographic quotes and dashes), similar (a run of words at least 0.8
+    similar, difflib's ratio), or not-found. Unless the quote is at the cited
+    place, the indexed documents are searched for it and the places found are
+    listed with exact character ranges; when it is nowhere, the closest
+    passages are.
+
+    \b
+    Example:
+        qa verify "The barrier will cost an estimated 212 million euros" "000_kestrel_bay_tidal_barrier.txt ¶3"
+    """
+    qa = _open(index, model)
+    try:
+        verdict = qa.verify(quote, citation).to_json()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps(verdict, ensure_ascii=False))
+    else:
+        _print_verdict(verdict)
+
+
+@cli.command(name="eval")
+@click.argument("file")
+@index_option
+@model_option
+@retriever_option
+@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Passages retrieved per question.")
+def evaluate(file: str, index: str | None, model: str | None, retriever: str, k: int) -> None:
+    """Score retrieval on the labeled questions in FILE (JSON lines); print one JSON object.
+
+    Each line has a "question" and its gold passage: "doc" (stored path or
+    file name) and "paragraph" ("page" too for paged formats), or "text" (a
+    result is a hit when its text contains the gold text or is contained in
+    it). Optional "answers" (strings) score whether the top hit's highlighted
+    sentence holds one. Prints recall@1, recall@5, MRR@10, the share answered,
+    that share of highlights, and counts.
+
+    \b
+    Example:
+        qa eval questions.jsonl --retriever lexical -k 10
+    """
+    from qa.evaluate import EvalError, evaluate as run_eval, read_labeled
+
+    try:
+        questions = read_labeled(file)
+        qa = _open(index, model)
+        summary = run_eval(qa, questions, retriever=retriever, k=k)
+    except EvalError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise _fail(exc) from exc
+    click.echo(json.dumps(summary, ensure_ascii=False))
+
+
 def main() -> None:
     cli(prog_name="qa")
 

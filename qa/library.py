@@ -90,6 +90,21 @@ class QA:
     def show(self, citation: str, *, context: int = 1) -> Shown:
         return show(self.snapshot(), citation, context=context)
 
+    def verify(self, quote: str, citation: str, *, limit: int = 5):
+        """Whether ``quote`` is at ``citation`` (a :class:`qa.verify.Verdict`), and where else it is.
+
+        The model is loaded only when the quote occurs in no document, verbatim
+        or normalised, and the closest passages are looked up.
+        """
+        from qa.verify import verify
+
+        snapshot = self.snapshot()  # one generation throughout, so offsets agree
+
+        def ask(question: str, k: int) -> Answer:
+            return next(self._answer_batch(snapshot, [(None, question)], k, "hybrid"))
+
+        return verify(snapshot, quote, citation, ask=ask, limit=limit)
+
     def ask(self, question: str, *, k: int = 5, id: str | None = None, retriever: str = "hybrid") -> Answer:
         return next(self.ask_many([(id, question)], k=k, retriever=retriever))
 
@@ -140,7 +155,8 @@ class QA:
             report = index_paths(
                 paths, writer, lambda: self.embedder, progress=progress, prune=prune, max_bytes=max_bytes, timeout=timeout
             )
-            changed = report.added or report.updated or report.removed
+            # Touched files are committed too, so their new times spare the next run a re-read.
+            changed = report.added or report.updated or report.removed or report.touched
             # A new, empty index is worth committing (qa list works) unless every path failed.
             if not changed and (self.exists() or report.skipped):
                 writer.discard()  # nothing to commit: keep the current generation

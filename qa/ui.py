@@ -70,6 +70,76 @@ def render_turn(question: str, answer: dict | None = None, error: str | None = N
     return "".join(parts)
 
 
+# -- checking a quote ------------------------------------------------------------------
+
+CSS += """
+.qa-verdict-head { font-weight: 600; margin: .3em 0; }
+.qa-verdict-exact .qa-verdict-head, .qa-verdict-near-exact .qa-verdict-head { color: #1a7f37; }
+.qa-verdict-similar .qa-verdict-head { color: #8a5a00; }
+.qa-verdict-not-found .qa-verdict-head { color: #b42318; }
+"""
+
+_VERDICT_HEADS = {
+    "exact": "Exact: the quote is at {citation}.",
+    "near-exact": "Near-exact: the quote is at {citation}, up to whitespace, case, quotes or dashes.",
+    "similar": "Similar ({score:.2f}): {citation} has a close but different text.",
+    "not-found": "Not found: the quote is not at {citation} (best similarity {score:.2f}).",
+}
+
+
+def _location_card(location: dict, *, number: int | None = None) -> str:
+    meta = (
+        f"{html.escape(location['doc'])} [{location['start']}, {location['end']}) · "
+        f"{html.escape(location['match'])} {location['score']:.2f}"
+    )
+    rank = f' data-rank="{number}"' if number is not None else ""
+    return (
+        f'<div class="qa-card qa-found"{rank}>'
+        f'<span class="qa-cite">{html.escape(location["citation"])}</span>'
+        f'<span class="qa-meta">{meta}</span>'
+        f'<div class="qa-text">{html.escape(location["text"])}</div></div>'
+    )
+
+
+def render_verdict(verdict: dict | None = None, error: str | None = None) -> str:
+    """A verdict of :meth:`qa.QA.verify` (as JSON) as HTML; every string from outside is escaped."""
+    if error:
+        return f'<div class="qa-verdict"><div class="qa-error">{html.escape(error)}</div></div>'
+    status = verdict["status"]
+    head = _VERDICT_HEADS[status].format(citation=verdict["citation"], score=verdict["score"])
+    parts = [
+        f'<div class="qa-verdict qa-verdict-{html.escape(status)}" data-status="{html.escape(status)}">',
+        f'<div class="qa-verdict-head">{html.escape(head)}</div>',
+    ]
+    cited, match = verdict["cited"], verdict["match"]
+    text = cited["text"]
+    if match:  # the cited passage, with the matching text marked
+        lo, hi = match["start"] - cited["start"], match["end"] - cited["start"]
+        body = html.escape(text[:lo]) + "<mark>" + html.escape(text[lo:hi]) + "</mark>" + html.escape(text[hi:])
+    else:
+        body = html.escape(text)
+    parts.append(
+        f'<div class="qa-card qa-cited"><span class="qa-cite">{html.escape(verdict["citation"])}</span>'
+        f'<span class="qa-meta">{html.escape(cited["doc"])} [{cited["start"]}, {cited["end"]})</span>'
+        f'<div class="qa-text">{body}</div></div>'
+    )
+    found = verdict["found"]
+    if status not in ("exact", "near-exact"):
+        kinds = {f["match"] for f in found}
+        if not found:
+            note = "It is not in the indexed documents."
+        elif kinds & {"exact", "near-exact"}:
+            note = "It is at:"
+        elif "similar" in kinds:
+            note = "It is in no indexed document as quoted; similar text is at:"
+        else:
+            note = "It is not in the indexed documents; the closest passages are:"
+        parts.append(f'<div class="qa-note">{note}</div>')
+        parts.extend(_location_card(f, number=n) for n, f in enumerate(found, start=1))
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def build_app(qa: QA) -> gr.Blocks:
     def ask_api(question: str, k: int = 5) -> dict:
         """Answer one question: the same JSON object as one line of `qa batch`."""
@@ -88,6 +158,27 @@ def build_app(qa: QA) -> gr.Blocks:
         turns = turns + [turn]
         return turns, "".join(reversed(turns)), ""
 
+    def verify_api(quote: str, citation: str) -> dict:
+        """Check a quote against a citation: the same JSON object as `qa verify --json`."""
+        from qa.cite import CitationError
+        from qa.search import QueryError
+        from qa.store import StoreError
+
+        try:
+            return qa.verify(quote, citation).to_json()
+        except (CitationError, QueryError, StoreError) as exc:  # the caller sees the one-line reason
+            raise gr.Error(str(exc).splitlines()[0]) from exc
+
+    def check_quote(quote: str, citation: str) -> str:
+        quote, citation = (quote or "").strip(), (citation or "").strip()
+        if not quote or not citation:
+            return render_verdict(error="Type a quote and the citation it is attributed to.")
+        try:
+            return render_verdict(qa.verify(quote, citation).to_json())
+        except Exception as exc:  # a one-line message on the page, the details in the log
+            logger.exception("checking a quote failed")
+            return render_verdict(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
     with gr.Blocks(title="Ask your documents") as app:
         gr.Markdown(
             "## Ask your documents\nEvery answer is a passage quoted from the indexed documents, "
@@ -103,6 +194,18 @@ def build_app(qa: QA) -> gr.Blocks:
         for trigger in (ask.click, question.submit):
             trigger(respond, [question, k, turns], [turns, conversation, question], api_visibility="private")
         gr.api(ask_api, api_name="ask")
+
+        gr.Markdown("### Check a quote\nIs this text really at that citation? If not, where is it?")
+        with gr.Row():
+            quote_box = gr.Textbox(label="Quote", placeholder="The exact words…", scale=3, elem_id="quote")
+            citation_box = gr.Textbox(
+                label="Citation", placeholder="report.txt ¶4", scale=2, elem_id="citation"
+            )
+        check = gr.Button("Check", elem_id="check")
+        verdict_html = gr.HTML(elem_id="verdict")
+        for trigger in (check.click, quote_box.submit, citation_box.submit):
+            trigger(check_quote, [quote_box, citation_box], [verdict_html], api_visibility="private")
+        gr.api(verify_api, api_name="verify")
     return app
 
 
