@@ -13,6 +13,7 @@ from qa.config import default_index_dir, default_model
 from qa.ingest import IndexReport, index_paths
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.records import Answer, Document
+from qa.followup import contextualize
 from qa.search import QueryError, search
 from qa.store import MANIFEST, ModelInfo, Snapshot, Writer, check_model, read_manifest
 
@@ -105,8 +106,30 @@ class QA:
 
         return verify(snapshot, quote, citation, ask=ask, limit=limit)
 
-    def ask(self, question: str, *, k: int = 5, id: str | None = None, retriever: str = "hybrid") -> Answer:
-        return next(self.ask_many([(id, question)], k=k, retriever=retriever))
+    def ask(
+        self,
+        question: str,
+        *,
+        k: int = 5,
+        id: str | None = None,
+        retriever: str = "hybrid",
+        docs: Sequence[str] | None = None,
+        previous: Answer | None = None,
+    ) -> Answer:
+        """The ``k`` best passages for ``question``.
+
+        ``docs`` (stored paths) restricts the search to those documents.
+        ``previous``, the answer to the question asked just before, lets a
+        follow-up like "What did he say?" find what "he" refers to.
+        """
+        text = _clean_question(question)
+        searched = contextualize(text, previous)
+        snapshot = self.snapshot()
+        vector = self.embedder.encode([searched])[0]
+        answer = search(snapshot, vector, searched, k=k, retriever=retriever, docs=docs)
+        return Answer(
+            text, answer.answered, answer.confidence, answer.hits, id, searched if searched != text else None
+        )
 
     def ask_many(
         self,
@@ -114,6 +137,7 @@ class QA:
         *,
         k: int = 5,
         retriever: str = "hybrid",
+        docs: Sequence[str] | None = None,
         batch_size: int = 64,
     ) -> Iterator[Answer]:
         """Answer ``(id, question)`` pairs in order, embedding questions in batches."""
@@ -122,16 +146,16 @@ class QA:
         for item in questions:
             batch.append(item)
             if len(batch) >= batch_size:
-                yield from self._answer_batch(snapshot, batch, k, retriever)
+                yield from self._answer_batch(snapshot, batch, k, retriever, docs)
                 batch = []
         if batch:
-            yield from self._answer_batch(snapshot, batch, k, retriever)
+            yield from self._answer_batch(snapshot, batch, k, retriever, docs)
 
-    def _answer_batch(self, snapshot, batch, k, retriever) -> Iterator[Answer]:
+    def _answer_batch(self, snapshot, batch, k, retriever, docs=None) -> Iterator[Answer]:
         texts = [_clean_question(q) for _, q in batch]
         vectors = self.embedder.encode(texts)
         for (qid, _), text, vector in zip(batch, texts, vectors):
-            answer = search(snapshot, vector, text, k=k, retriever=retriever)
+            answer = search(snapshot, vector, text, k=k, retriever=retriever, docs=docs)
             yield Answer(answer.question, answer.answered, answer.confidence, answer.hits, qid)
 
     # -- writing -------------------------------------------------------------------------

@@ -105,15 +105,19 @@ class Answer:
     confidence: float
     hits: tuple[Hit, ...] = field(default_factory=tuple)
     id: str | None = None
+    searched: str | None = None  # the text searched, when a follow-up added context to the question
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "id": self.id,
             "question": self.question,
             "answered": self.answered,
             "confidence": round(self.confidence, 4),
             "results": [hit.to_json() for hit in self.hits],
         }
+        if self.searched is not None:
+            out["searched_for"] = self.searched
+        return out
 
 
 def as_dict(record) -> dict:

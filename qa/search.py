@@ -9,11 +9,13 @@ cosine of its best sentence, which is also the sentence highlighted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from qa.lexical import fts_query
+from qa.lexical import fts_query, question_terms
 from qa.records import Answer, Hit
 from qa.store import Snapshot
 
@@ -28,6 +30,9 @@ CANDIDATES = 100
 ANSWER_SIMILARITY = 0.40
 
 
+_WORD = re.compile(r"\w+")
+
+
 class QueryError(Exception):
     """The question cannot be searched; the message is one line for the user."""
 
@@ -39,6 +44,7 @@ class _Candidate:
     passage_cosine: float
     sentence_cosine: float
     sentence: tuple[int, int]
+    sentences: tuple[tuple[int, int, float], ...] = ()  # (start, end, cosine) of each sentence
 
 
 def _zscore(values: np.ndarray) -> np.ndarray:
@@ -48,12 +54,19 @@ def _zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / std
 
 
-def _candidates(snapshot: Snapshot, query_vector: np.ndarray, match: str | None, pool: int) -> list[_Candidate]:
-    lexical = dict(snapshot.lexical(match, pool)) if match else {}
+def _candidates(
+    snapshot: Snapshot, query_vector: np.ndarray, match: str | None, pool: int, docs: Sequence[str] | None = None
+) -> list[_Candidate]:
+    allowed_docs = allowed_passages = allowed_sentences = None
+    if docs is not None:
+        allowed_docs, allowed_passages, allowed_sentences = snapshot.ids_in(docs)
+        if not allowed_passages:
+            return []
+    lexical = dict(snapshot.lexical(match, pool, doc_ids=allowed_docs)) if match else {}
     ids = dict.fromkeys(lexical)
-    passage_ids, _ = snapshot.passage_vectors.search(query_vector, pool)
+    passage_ids, _ = snapshot.passage_vectors.search(query_vector, pool, allowed=allowed_passages)
     ids.update(dict.fromkeys(int(i) for i in passage_ids))
-    sentence_ids, _ = snapshot.sentence_vectors.search(query_vector, pool)
+    sentence_ids, _ = snapshot.sentence_vectors.search(query_vector, pool, allowed=allowed_sentences)
     ids.update(dict.fromkeys(snapshot.passage_of_sentences(int(i) for i in sentence_ids).values()))
     ids = list(ids)
     if not ids:
@@ -77,9 +90,12 @@ def _candidates(snapshot: Snapshot, query_vector: np.ndarray, match: str | None,
             best_cos, best_span = float(scores[best]), (own[best][1], own[best][2])
         else:  # cannot happen for data written by the indexer; keep the passage usable
             best_cos, best_span = float(passage_cos[position]), (-1, -1)
+        own_scored = tuple((s[1], s[2], float(c)) for s, c in zip(own, sentence_cos[at : at + len(own)]))
         at += len(own)
         out.append(
-            _Candidate(passage_id, lexical.get(passage_id, 0.0), float(passage_cos[position]), best_cos, best_span)
+            _Candidate(
+                passage_id, lexical.get(passage_id, 0.0), float(passage_cos[position]), best_cos, best_span, own_scored
+            )
         )
     return out
 
@@ -93,6 +109,31 @@ def _fuse(candidates: list[_Candidate], retriever: str) -> np.ndarray:
     if retriever == "dense":
         return passage
     return _zscore(lexical) + _zscore(passage) + _zscore(sentence)
+
+
+# How much the question's words count, beside the sentence's cosine, when
+# choosing the sentence to highlight: the answer sentence usually repeats
+# some of the question's words ("Kostal's deputy, Irina Sova, ...").
+# Measured on the SQuAD dev set (share of top-1 highlights holding the answer):
+# 0.81 with cosine alone, 0.85 at 0.2, 0.86-0.87 anywhere from 0.4 to 1.0.
+HIGHLIGHT_TERM_WEIGHT = 0.5
+
+
+def _stems(words) -> set[str]:
+    # A crude stem (the first five letters) is enough to match "flooded" with "floods".
+    return {w[:5] for w in words}
+
+
+def _highlight(candidate: _Candidate, passage, terms: set[str]) -> tuple[int, int]:
+    """The sentence of the passage that best answers: cosine plus share of question words."""
+    best, best_score = candidate.sentence, -1e9
+    for start, end, cosine in candidate.sentences:
+        words = _stems(w.lower() for w in _WORD.findall(passage.text[start - passage.start : end - passage.start]))
+        overlap = len(terms & words) / len(terms) if terms else 0.0
+        score = cosine + HIGHLIGHT_TERM_WEIGHT * overlap
+        if score > best_score:
+            best, best_score = (start, end), score
+    return best
 
 
 def _one_window_per_paragraph(order, candidates, passages) -> list[int]:
@@ -117,14 +158,19 @@ def search(
     retriever: str = "hybrid",
     pool: int = CANDIDATES,
     answer_similarity: float = ANSWER_SIMILARITY,
+    docs: Sequence[str] | None = None,
 ) -> Answer:
-    """The ``k`` best passages for ``question`` (already embedded as ``query_vector``)."""
+    """The ``k`` best passages for ``question`` (already embedded as ``query_vector``).
+
+    ``docs`` (stored paths) restricts the search to those documents.
+    """
     if retriever not in RETRIEVERS:
         raise QueryError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
     if k < 1:
         raise QueryError("k must be at least 1")
     match = fts_query(question)
-    candidates = _candidates(snapshot, np.asarray(query_vector, dtype=np.float32), match, max(pool, k))
+    terms = _stems(question_terms(question))
+    candidates = _candidates(snapshot, np.asarray(query_vector, dtype=np.float32), match, max(pool, k), docs)
     if retriever == "lexical":
         candidates = [c for c in candidates if c.lexical > 0]
     if not candidates:
@@ -137,7 +183,7 @@ def search(
     for rank, i in enumerate(order, start=1):
         c = candidates[i]
         passage = passages[c.passage_id]
-        start, end = c.sentence if c.sentence[0] >= 0 else (passage.start, passage.end)
+        start, end = _highlight(c, passage, terms) if c.sentence[0] >= 0 else (passage.start, passage.end)
         hits.append(
             Hit(
                 rank=rank,

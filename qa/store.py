@@ -309,10 +309,36 @@ class Snapshot:
 
     # -- lexical -----------------------------------------------------------------
 
-    def lexical(self, match: str, limit: int, only: Sequence[int] | None = None) -> list[tuple[int, float]]:
-        """``(passage id, bm25)`` for an FTS5 MATCH expression; larger is better."""
+    def ids_in(self, docs: Iterable[str]) -> tuple[list[int], list[int], list[int]]:
+        """Document, passage and sentence ids of the documents at paths ``docs``."""
+        doc_ids = sorted({row[0] for row in self._query_in_text("SELECT doc_id FROM paths WHERE path IN ({ids})", docs)})
+        passage_ids = [r[0] for r in self._query_in("SELECT id FROM passages WHERE doc_id IN ({ids})", doc_ids)]
+        sentence_ids = [
+            r[0]
+            for r in self._query_in(
+                "SELECT s.id FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id IN ({ids})", doc_ids
+            )
+        ]
+        return doc_ids, passage_ids, sentence_ids
+
+    def _query_in_text(self, sql: str, values: Iterable[str]) -> Iterator[tuple]:
+        values = list(values)
+        for chunk in range(0, len(values), 500):
+            part = values[chunk : chunk + 500]
+            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
+
+    def lexical(
+        self, match: str, limit: int, only: Sequence[int] | None = None, doc_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """``(passage id, bm25)`` for an FTS5 MATCH expression; larger is better.
+
+        ``only`` restricts to those passage ids, ``doc_ids`` to those documents.
+        """
         sql = f"SELECT rowid, -{_BM25} FROM passages_fts WHERE passages_fts MATCH ?"
         params: list = [match]
+        if doc_ids is not None:
+            sql += f" AND rowid IN (SELECT id FROM passages WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
+            params.extend(int(i) for i in doc_ids)
         if only is not None:
             if not only:
                 return []
