@@ -1,14 +1,18 @@
-"""The Gradio chat page, and its ``/ask`` API endpoint, over one :class:`qa.QA`.
+"""The Gradio chat page over one :class:`qa.QA`: a chat with cited passages,
+the source beside it, follow-up questions, a document filter, uploads, quote
+checking, and the named API endpoints ``/ask`` and ``/verify``.
 
-Every piece of document text is HTML-escaped before it reaches the page: a
-document that contains markup is shown as text, never rendered or run.
+The HTML itself is made (and escaped) in :mod:`qa.render`.
 """
 
 from __future__ import annotations
 
-import html
+import json
 import logging
 import os
+import re
+import shutil
+from pathlib import Path
 
 # The page must work with no network: no analytics or update checks.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -16,6 +20,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from qa.library import QA  # noqa: E402
+from qa.read import FORMATS  # noqa: E402
+from qa.render import (  # noqa: E402,F401  (render_turn and render_verdict are part of this module's API)
+    CSS,
+    render_documents,
+    render_source,
+    render_turn,
+    render_upload,
+    render_verdict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,138 +38,119 @@ EXAMPLES = [
     "Who is the president of the exile government?",
     "What did Kostal say about President Aldan?",
 ]
+UPLOAD_TYPES = sorted(FORMATS)
+UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+UPLOADS = "uploads"  # folder inside the index where uploaded files are kept
 
-CSS = """
-.qa-turn { margin: 0 0 1.2em 0; }
-.qa-question { font-weight: 600; margin-bottom: .4em; }
-.qa-note { color: #8a5a00; margin: .3em 0; }
-.qa-card { border: 1px solid #d0d7de; border-radius: 8px; padding: .6em .8em; margin: .4em 0; }
-.qa-cite { font-weight: 600; font-family: ui-monospace, monospace; font-size: .9em; }
-.qa-meta { color: #57606a; font-size: .85em; margin-left: .6em; }
-.qa-text { white-space: pre-wrap; margin-top: .3em; line-height: 1.45; }
-.qa-text mark { background: #fff1a8; padding: 0 .1em; }
-.qa-error { color: #b42318; }
-"""
-
-
-def _card(result: dict) -> str:
-    text = result["text"]
-    lo = result["highlight_start"] - result["start"]
-    hi = lo + len(result["highlight"])
-    body = html.escape(text[:lo]) + "<mark>" + html.escape(text[lo:hi]) + "</mark>" + html.escape(text[hi:])
-    meta = f"{html.escape(result['doc'])} [{result['start']}, {result['end']}) · score {result['score']:.2f}"
-    return (
-        f'<div class="qa-card" data-rank="{result["rank"]}">'
-        f'<span class="qa-cite">{html.escape(result["citation"])}</span>'
-        f'<span class="qa-meta">{meta}</span>'
-        f'<div class="qa-text">{body}</div></div>'
-    )
-
-
-def render_turn(question: str, answer: dict | None = None, error: str | None = None) -> str:
-    """One question and its answer as HTML; every string from outside is escaped."""
-    parts = [f'<div class="qa-turn"><div class="qa-question">Q: {html.escape(question)}</div>']
-    if error:
-        parts.append(f'<div class="qa-error">{html.escape(error)}</div>')
-    elif not answer["results"]:
-        parts.append('<div class="qa-note">No passage in the indexed documents matches this question.</div>')
-    else:
-        if not answer["answered"]:
-            parts.append(
-                '<div class="qa-note">No passage looks like a good answer. The closest passages are:</div>'
-            )
-        parts.extend(_card(r) for r in answer["results"])
-    parts.append("</div>")
-    return "".join(parts)
-
-
-# -- checking a quote ------------------------------------------------------------------
-
-CSS += """
-.qa-verdict-head { font-weight: 600; margin: .3em 0; }
-.qa-verdict-exact .qa-verdict-head, .qa-verdict-near-exact .qa-verdict-head { color: #1a7f37; }
-.qa-verdict-similar .qa-verdict-head { color: #8a5a00; }
-.qa-verdict-not-found .qa-verdict-head { color: #b42318; }
-"""
-
-_VERDICT_HEADS = {
-    "exact": "Exact: the quote is at {citation}.",
-    "near-exact": "Near-exact: the quote is at {citation}, up to whitespace, case, quotes or dashes.",
-    "similar": "Similar ({score:.2f}): {citation} has a close but different text.",
-    "not-found": "Not found: the quote is not at {citation} (best similarity {score:.2f}).",
+# Clicking a citation anywhere on the page asks the server for its source; the
+# source view then scrolls the cited passage into view.
+JS = """
+() => {
+  document.addEventListener('click', (event) => {
+    const link = event.target.closest('a.qa-open');
+    if (!link) return;
+    event.preventDefault();
+    const box = document.querySelector('#source-key textarea');
+    if (!box) return;
+    box.value = link.dataset.key;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    setTimeout(() => document.querySelector('#source-open').click(), 50);
+  });
 }
+"""
+SCROLL_TO_CITED = "() => { const m = document.getElementById('qa-cited'); if (m) m.scrollIntoView({block: 'center'}); }"
+SCROLL_TO_LAST_TURN = (
+    "() => { const t = document.querySelectorAll('#conversation .qa-turn'); "
+    "if (t.length) t[t.length - 1].scrollIntoView({block: 'nearest'}); }"
+)
 
 
-def _location_card(location: dict, *, number: int | None = None) -> str:
-    meta = (
-        f"{html.escape(location['doc'])} [{location['start']}, {location['end']}) · "
-        f"{html.escape(location['match'])} {location['score']:.2f}"
-    )
-    rank = f' data-rank="{number}"' if number is not None else ""
-    return (
-        f'<div class="qa-card qa-found"{rank}>'
-        f'<span class="qa-cite">{html.escape(location["citation"])}</span>'
-        f'<span class="qa-meta">{meta}</span>'
-        f'<div class="qa-text">{html.escape(location["text"])}</div></div>'
-    )
+def _one_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def render_verdict(verdict: dict | None = None, error: str | None = None) -> str:
-    """A verdict of :meth:`qa.QA.verify` (as JSON) as HTML; every string from outside is escaped."""
-    if error:
-        return f'<div class="qa-verdict"><div class="qa-error">{html.escape(error)}</div></div>'
-    status = verdict["status"]
-    head = _VERDICT_HEADS[status].format(citation=verdict["citation"], score=verdict["score"])
-    parts = [
-        f'<div class="qa-verdict qa-verdict-{html.escape(status)}" data-status="{html.escape(status)}">',
-        f'<div class="qa-verdict-head">{html.escape(head)}</div>',
-    ]
-    cited, match = verdict["cited"], verdict["match"]
-    text = cited["text"]
-    if match:  # the cited passage, with the matching text marked
-        lo, hi = match["start"] - cited["start"], match["end"] - cited["start"]
-        body = html.escape(text[:lo]) + "<mark>" + html.escape(text[lo:hi]) + "</mark>" + html.escape(text[hi:])
-    else:
-        body = html.escape(text)
-    parts.append(
-        f'<div class="qa-card qa-cited"><span class="qa-cite">{html.escape(verdict["citation"])}</span>'
-        f'<span class="qa-meta">{html.escape(cited["doc"])} [{cited["start"]}, {cited["end"]})</span>'
-        f'<div class="qa-text">{body}</div></div>'
-    )
-    found = verdict["found"]
-    if status not in ("exact", "near-exact"):
-        kinds = {f["match"] for f in found}
-        if not found:
-            note = "It is not in the indexed documents."
-        elif kinds & {"exact", "near-exact"}:
-            note = "It is at:"
-        elif "similar" in kinds:
-            note = "It is in no indexed document as quoted; similar text is at:"
-        else:
-            note = "It is not in the indexed documents; the closest passages are:"
-        parts.append(f'<div class="qa-note">{note}</div>')
-        parts.extend(_location_card(f, number=n) for n, f in enumerate(found, start=1))
-    parts.append("</div>")
-    return "".join(parts)
+def _safe_name(name: str) -> str:
+    """A file name that cannot leave the uploads folder."""
+    base = Path(name).name.strip().lstrip(".")
+    return re.sub(r"[^\w.\- ]", "_", base) or "upload"
+
+
+def new_chat() -> dict:
+    return {"turns": [], "previous": None}
 
 
 def build_app(qa: QA) -> gr.Blocks:
     def ask_api(question: str, k: int = 5) -> dict:
         """Answer one question: the same JSON object as one line of `qa batch`."""
-        answer = qa.ask(question, k=int(k), id="1").to_json()
-        return answer
+        return qa.ask(question, k=int(k), id="1").to_json()
 
-    def respond(question: str, k: float, turns: list[str]):
+    def respond(question: str, k: float, docs: list[str] | None, chat: dict):
         question = (question or "").strip()
+        chat = chat or new_chat()
         if not question:
-            return turns, "".join(reversed(turns)) or "", ""
+            return chat, "".join(chat["turns"]), ""
         try:
-            turn = render_turn(question, qa.ask(question, k=int(k)).to_json())
+            answer = qa.ask(question, k=int(k), docs=docs or None, previous=chat["previous"])
+            turn, previous = render_turn(question, answer.to_json()), answer
         except Exception as exc:  # a one-line message on the page, the details in the log
             logger.exception("question failed")
-            turn = render_turn(question, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        turns = turns + [turn]
-        return turns, "".join(reversed(turns)), ""
+            turn, previous = render_turn(question, error=_one_line(exc)), chat["previous"]
+        chat = {"turns": chat["turns"] + [turn], "previous": previous}
+        return chat, "".join(chat["turns"]), ""
+
+    def open_source(key: str) -> str:
+        try:
+            where = json.loads(key)
+            doc, start, end = str(where["doc"]), int(where["start"]), int(where["end"])
+            snapshot = qa.snapshot()
+            text = snapshot.document_text(doc)
+            if text is None or not 0 <= start < end <= len(text):
+                return render_upload(error=f"{doc} is no longer in the index.")
+            cited = [p for p in snapshot.passages_of(doc) if p.start <= start and end <= p.end]
+            citation = None
+            if cited:
+                from qa.cite import format_citation
+
+                citation = format_citation(cited[0])
+            return render_source(doc, text, start, end, citation)
+        except Exception as exc:
+            logger.exception("opening a source failed")
+            return render_upload(error=_one_line(exc))
+
+    def documents_view():
+        try:
+            documents = qa.documents() if qa.exists() else []
+        except Exception as exc:
+            logger.exception("listing documents failed")
+            return render_upload(error=_one_line(exc)), gr.update()
+        return render_documents(documents), gr.update(choices=[d.path for d in documents])
+
+    def add_files(files, progress=gr.Progress(track_tqdm=True)):
+        rejected: list[tuple[str, str]] = []
+        folder = qa.index_dir / UPLOADS
+        accepted = []
+        for path in files or []:
+            name = _safe_name(os.path.basename(str(path)))
+            suffix = Path(name).suffix.lower()
+            if suffix not in FORMATS:
+                rejected.append((name, f"type {suffix or '(none)'} is not accepted; use {', '.join(UPLOAD_TYPES)}"))
+            elif os.path.getsize(path) > UPLOAD_MAX_BYTES:
+                rejected.append((name, f"larger than the {UPLOAD_MAX_BYTES // 2**20} MiB upload limit"))
+            else:
+                accepted.append((path, name))
+        report = None
+        if accepted:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                for path, name in accepted:
+                    shutil.copyfile(path, folder / name)
+                report = qa.index([folder], progress=True).to_json()
+            except Exception as exc:
+                logger.exception("indexing uploads failed")
+                return (render_upload(rejected=rejected, error=_one_line(exc)), *documents_view())
+        elif not rejected:
+            rejected.append(("(nothing)", "choose one or more files first"))
+        return (render_upload(report, rejected), *documents_view())
 
     def verify_api(quote: str, citation: str) -> dict:
         """Check a quote against a citation: the same JSON object as `qa verify --json`."""
@@ -167,7 +161,7 @@ def build_app(qa: QA) -> gr.Blocks:
         try:
             return qa.verify(quote, citation).to_json()
         except (CitationError, QueryError, StoreError) as exc:  # the caller sees the one-line reason
-            raise gr.Error(str(exc).splitlines()[0]) from exc
+            raise gr.Error(_one_line(exc)) from exc
 
     def check_quote(quote: str, citation: str) -> str:
         quote, citation = (quote or "").strip(), (citation or "").strip()
@@ -177,41 +171,74 @@ def build_app(qa: QA) -> gr.Blocks:
             return render_verdict(qa.verify(quote, citation).to_json())
         except Exception as exc:  # a one-line message on the page, the details in the log
             logger.exception("checking a quote failed")
-            return render_verdict(error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return render_verdict(error=_one_line(exc))
 
     with gr.Blocks(title="Ask your documents") as app:
         gr.Markdown(
-            "## Ask your documents\nEvery answer is a passage quoted from the indexed documents, "
-            "with its citation (document, paragraph, character range). Nothing is generated."
+            "## Ask your documents\nEvery answer is a passage quoted from the indexed documents, with its "
+            "citation (document, page, paragraph, character range). Nothing is generated. "
+            "Click a citation to see it in its document."
         )
-        turns = gr.State([])
+        chat = gr.State(new_chat())
         with gr.Row():
-            question = gr.Textbox(label="Question", placeholder="Ask a question…", scale=5, elem_id="question")
-            k = gr.Slider(1, 20, value=5, step=1, label="Passages", scale=1, elem_id="k")
-        ask = gr.Button("Ask", variant="primary", elem_id="ask")
-        gr.Examples(EXAMPLES, inputs=question)
-        conversation = gr.HTML(elem_id="conversation")
-        for trigger in (ask.click, question.submit):
-            trigger(respond, [question, k, turns], [turns, conversation, question], api_visibility="private")
-        gr.api(ask_api, api_name="ask")
+            with gr.Column(scale=3):
+                conversation = gr.HTML(elem_id="conversation")
+                with gr.Row():
+                    question = gr.Textbox(
+                        label="Question", placeholder="Ask a question…", scale=5, elem_id="question"
+                    )
+                    ask = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                gr.Examples(EXAMPLES, inputs=question, label="Try")
+                with gr.Accordion("Settings", open=False):
+                    k = gr.Slider(1, 20, value=5, step=1, label="Passages per answer", elem_id="k")
+                    docs_filter = gr.Dropdown(
+                        choices=[], value=[], multiselect=True, label="Search only in (empty: all documents)",
+                        elem_id="docs-filter",
+                    )
+                    clear = gr.Button("New conversation", elem_id="new-conversation")
+            with gr.Column(scale=2):
+                source = gr.HTML(
+                    '<div class="qa-note">Click a citation to see the passage in its document.</div>',
+                    elem_id="source",
+                )
+        source_key = gr.Textbox(elem_id="source-key", elem_classes=["qa-hidden"], show_label=False)
+        source_open = gr.Button("open source", elem_id="source-open", elem_classes=["qa-hidden"])
 
-        gr.Markdown("### Check a quote\nIs this text really at that citation? If not, where is it?")
-        with gr.Row():
-            quote_box = gr.Textbox(label="Quote", placeholder="The exact words…", scale=3, elem_id="quote")
-            citation_box = gr.Textbox(
-                label="Citation", placeholder="report.txt ¶4", scale=2, elem_id="citation"
+        with gr.Accordion("Documents", open=False, elem_id="documents-panel"):
+            documents = gr.HTML(elem_id="documents")
+            files = gr.File(
+                file_count="multiple", file_types=UPLOAD_TYPES, label="Add documents", elem_id="upload"
             )
-        check = gr.Button("Check", elem_id="check")
-        verdict_html = gr.HTML(elem_id="verdict")
+            add = gr.Button("Add to the index", elem_id="add")
+            upload_status = gr.HTML(elem_id="upload-status")
+
+        with gr.Accordion("Check a quote", open=False, elem_id="check-panel"):
+            gr.Markdown("Is this text really at that citation? If not, where is it?")
+            with gr.Row():
+                quote_box = gr.Textbox(label="Quote", placeholder="The exact words…", scale=3, elem_id="quote")
+                citation_box = gr.Textbox(label="Citation", placeholder="report.txt ¶4", scale=2, elem_id="citation")
+            check = gr.Button("Check", elem_id="check")
+            verdict_html = gr.HTML(elem_id="verdict")
+
+        for trigger in (ask.click, question.submit):
+            trigger(
+                respond, [question, k, docs_filter, chat], [chat, conversation, question], api_visibility="private"
+            ).then(None, js=SCROLL_TO_LAST_TURN)
+        clear.click(lambda: (new_chat(), ""), None, [chat, conversation], api_visibility="private")
+        source_open.click(open_source, [source_key], [source], api_visibility="private").then(
+            None, js=SCROLL_TO_CITED
+        )
+        add.click(add_files, [files], [upload_status, documents, docs_filter], api_visibility="private")
         for trigger in (check.click, quote_box.submit, citation_box.submit):
             trigger(check_quote, [quote_box, citation_box], [verdict_html], api_visibility="private")
+        app.load(documents_view, None, [documents, docs_filter], api_visibility="private")
+        gr.api(ask_api, api_name="ask")
         gr.api(verify_api, api_name="verify")
     return app
 
 
 def launch(app: gr.Blocks, **kwargs):
-    """Launch with the page's own styles and local fonts only (the page works offline)."""
-    theme = gr.themes.Default(
-        font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
-    )
-    return app.launch(css=CSS, theme=theme, **kwargs)
+    """Launch with the page's own styles and script, local fonts only (the page works offline)."""
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    kwargs.setdefault("max_file_size", UPLOAD_MAX_BYTES)
+    return app.launch(css=CSS, theme=theme, js=JS, **kwargs)

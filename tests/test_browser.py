@@ -1,8 +1,13 @@
-"""The chat page in a real headless Chromium (Debian's /usr/bin/chromium via Playwright)."""
+"""The chat page in a real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+Set QA_SCREENSHOTS=docs to refresh the README's pictures; by default they go
+to a temporary folder.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -20,8 +25,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Set QA_SCREENSHOTS=docs to refresh the README's pictures; by default they go to a temporary folder.
-SCREENSHOTS = os.environ.get("QA_SCREENSHOTS")
+KESTREL = "000_kestrel_bay_tidal_barrier.txt"
+MORVAN = "001_morvan_exile_government.txt"
+WAIT = 60_000
 
 pytestmark = [
     pytest.mark.model,
@@ -36,8 +42,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def page_url(seed_index, real_embedder):
-    app = build_app(QA(seed_index, embedder=real_embedder))
+def screenshots(tmp_path_factory) -> Path:
+    folder = Path(os.environ["QA_SCREENSHOTS"]) if os.environ.get("QA_SCREENSHOTS") else tmp_path_factory.mktemp("shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page_url(seed_index, real_embedder, tmp_path_factory):
+    # A copy: uploads write to the index.
+    index = tmp_path_factory.mktemp("browser") / "index"
+    shutil.copytree(seed_index, index)
+    app = build_app(QA(index, embedder=real_embedder))
     port = _free_port()
     launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
@@ -54,25 +70,122 @@ def browser():
         browser.close()
 
 
-def _ask(page, question: str):
+@pytest.fixture
+def page(browser, page_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(page_url, wait_until="domcontentloaded")
+    page.locator("#question textarea").wait_for(timeout=WAIT)
+    yield page
+    page.close()
+
+
+def ask(page, question: str):
+    """Ask and return the locator of the newest turn once its answer is shown."""
+    before = page.locator("#conversation .qa-turn").count()
     page.locator("#question textarea").fill(question)
     page.locator("#ask").click()
+    page.locator("#conversation .qa-turn").nth(before).wait_for(timeout=WAIT)
+    return page.locator("#conversation .qa-turn").nth(before)
 
 
-def test_question_shows_cited_passage_with_highlight(browser, page_url, tmp_path):
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.goto(page_url, wait_until="domcontentloaded")
-    _ask(page, "What did Kostal say about President Aldan?")
-    first = page.locator("#conversation .qa-card").first
-    first.wait_for(timeout=60_000)
-    assert "001_morvan_exile_government.txt ¶5" in first.locator(".qa-cite").inner_text()
-    marked = first.locator("mark").inner_text()
-    assert "Aldan" in marked
-    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / "chat.png"), full_page=True)
-    assert (folder / "chat.png").stat().st_size > 10_000
-    page.close()
+def test_question_shows_cited_passage_with_highlight(page, screenshots):
+    turn = ask(page, "What did Kostal say about President Aldan?")
+    first = turn.locator(".qa-card").first
+    assert first.locator(".qa-cite").inner_text() == f"{MORVAN} ¶5"
+    assert "Aldan" in first.locator("mark").inner_text()
+    assert first.locator(".qa-cue").inner_text() in ("strong match", "fair match")
+    page.screenshot(path=str(screenshots / "chat.png"), full_page=True)
+    assert (screenshots / "chat.png").stat().st_size > 10_000
+
+
+def test_clicking_a_citation_opens_the_source_beside_the_chat(page, screenshots):
+    turn = ask(page, "How many homes were flooded in January?")
+    first = turn.locator(".qa-card").first
+    passage = first.locator(".qa-text").inner_text()
+    first.locator("a.qa-open").click()
+    cited = page.locator("#source mark#qa-cited")
+    cited.wait_for(timeout=WAIT)
+    assert cited.inner_text() == passage
+    assert f"seeds/{KESTREL}" in page.locator("#source .qa-source-head").inner_text()
+    # the whole document is there, the cited passage in view inside its scroll box
+    source_text = page.locator("#source .qa-source").inner_text()
+    assert source_text.startswith("Kestrel Bay votes for a tidal barrier")
+    page.wait_for_function(
+        """() => { const m = document.getElementById('qa-cited'); const box = m.closest('.qa-source');
+                   const a = m.getBoundingClientRect(), b = box.getBoundingClientRect();
+                   return a.top >= b.top - 1 && a.top <= b.bottom; }""",
+        timeout=WAIT,
+    )
+    # source and chat side by side
+    chat_box = page.locator("#conversation").bounding_box()
+    source_box = page.locator("#source").bounding_box()
+    assert source_box["x"] > chat_box["x"] + chat_box["width"] - 1
+    page.screenshot(path=str(screenshots / "source.png"), full_page=True)
+
+
+def test_a_follow_up_question_finds_the_quote(page):
+    ask(page, "Who is the president of the exile government?")
+    turn = ask(page, "What did he say about Aldan?")
+    first = turn.locator(".qa-card").first
+    assert first.locator(".qa-cite").inner_text() == f"{MORVAN} ¶5"
+    assert "Aldan has won a war" in first.locator(".qa-text").inner_text()
+
+
+def test_an_off_topic_question_says_so_and_collapses_the_closest(page, screenshots):
+    turn = ask(page, "How do I bake a chocolate cake?")
+    assert "do not seem to answer" in turn.locator(".qa-unanswered").inner_text()
+    details = turn.locator("details.qa-closest")
+    assert details.get_attribute("open") is None
+    assert not turn.locator(".qa-card").first.is_visible()  # collapsed
+    details.locator("summary").click()
+    assert turn.locator(".qa-card").first.is_visible()
+    page.screenshot(path=str(screenshots / "off-topic.png"), full_page=True)
+
+
+def test_upload_a_file_then_find_its_content(page, tmp_path, screenshots):
+    note = tmp_path / "lighthouse.md"
+    note.write_text(
+        "# Lighthouse\n\nThe Skerry lighthouse was automated in 1987 and its last keeper, Tomas Brenn, moved to the mainland.\n",
+        encoding="utf-8",
+    )
+    rejected = tmp_path / "tool.exe"
+    rejected.write_bytes(b"MZ\x90\x00")
+    page.locator("#documents-panel").get_by_text("Documents").first.click()
+    page.locator("#upload input[type=file]").set_input_files([str(note), str(rejected)])
+    page.locator("#add").click()
+    status = page.locator("#upload-status .qa-upload")
+    status.wait_for(timeout=WAIT)
+    page.locator("#upload-status .qa-added").wait_for(timeout=WAIT)
+    assert "uploads/lighthouse.md" in status.inner_text()
+    # the page does not even send a file of another type (the server refuses one too: test_page.py)
+    assert "uploads/lighthouse.md" in page.locator("#documents").inner_text()
+    assert "tool.exe" not in page.locator("#documents").inner_text()
+    page.screenshot(path=str(screenshots / "upload.png"), full_page=True)
+    turn = ask(page, "When was the Skerry lighthouse automated?")
+    first = turn.locator(".qa-card").first
+    assert first.locator(".qa-cite").inner_text() == "lighthouse.md, § Lighthouse, ¶1"
+    assert "1987" in first.locator("mark").inner_text()
+
+
+def test_a_document_with_script_is_shown_as_text(page, tmp_path):
+    hostile = tmp_path / "hostile.txt"
+    hostile.write_text(
+        "Incident report\n\nThe attacker pasted <script>window.__pwned = 1</script> and "
+        '<img src=x onerror="window.__pwned = 2"> into the visitor log of the museum.\n',
+        encoding="utf-8",
+    )
+    page.locator("#documents-panel").get_by_text("Documents").first.click()
+    page.locator("#upload input[type=file]").set_input_files([str(hostile)])
+    page.locator("#add").click()
+    page.locator("#upload-status .qa-added").wait_for(timeout=WAIT)
+    turn = ask(page, "What did the attacker paste into the visitor log of the museum?")
+    first = turn.locator(".qa-card").first
+    assert "<script>window.__pwned = 1</script>" in first.locator(".qa-text").inner_text()
+    first.locator("a.qa-open").click()
+    page.locator("#source mark#qa-cited").wait_for(timeout=WAIT)
+    assert "<img src=x" in page.locator("#source .qa-source").inner_text()
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator("#conversation script, #conversation img, #source script, #source img").count() == 0
 
 
 def test_page_loads_no_external_resources(browser, page_url):
@@ -87,7 +200,9 @@ def test_page_loads_no_external_resources(browser, page_url):
 
     page.on("request", record)
     page.goto(page_url, wait_until="domcontentloaded")
-    page.locator("#question textarea").wait_for(timeout=30_000)
+    page.locator("#question textarea").wait_for(timeout=WAIT)
     page.wait_for_timeout(1500)
+    examples = page.get_by_text("When will the tidal barrier be finished?")
+    assert examples.count() >= 1  # example questions on first load
     page.close()
     assert outside == []

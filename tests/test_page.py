@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import socket
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from qa import QA
-from qa.ui import build_app, launch, render_turn
+from qa.ui import build_app, launch, new_chat, render_turn
 
 pytestmark = pytest.mark.model
 
@@ -44,18 +45,25 @@ def cards(page: str) -> list[str]:
     return re.findall(r'<div class="qa-card".*?</div></div>', page, flags=re.S)
 
 
+def citation_text(card: str) -> str:
+    return html.unescape(re.search(r'<a class="qa-cite qa-open"[^>]*>(.*?)</a>', card).group(1))
+
+
 def test_render_turn_shows_citation_and_marks_best_sentence(seed_qa):
     answer = seed_qa.ask(ALDAN, k=3).to_json()
     page = render_turn(ALDAN, answer)
     assert page.count('class="qa-card"') == 3
     first = cards(page)[0]
     assert 'data-rank="1"' in first
-    assert f'<span class="qa-cite">{MORVAN} ¶5</span>' in first
+    assert citation_text(first) == f"{MORVAN} ¶5"
+    key = html.unescape(re.search(r'data-key="([^"]*)"', first).group(1))
+    assert json.loads(key) == {"doc": f"seeds/{MORVAN}", "start": 1034, "end": 1461}
+    assert "qa-cue-strong" in first or "qa-cue-fair" in first
     assert f"<mark>{html.escape(ALDAN_SENTENCE)}</mark>" in first
     assert first.count("<mark>") == 1
     assert f"seeds/{MORVAN} [1034, 1461)" in first
     assert f"Q: {html.escape(ALDAN)}" in page
-    assert "No passage looks like a good answer" not in page
+    assert "do not seem to answer" not in page and "<details" not in page
     # every card's text, unescaped and unmarked, is the cited passage
     for card, result in zip(cards(page), answer["results"]):
         body = card.split('<div class="qa-text">', 1)[1].removesuffix("</div></div>")
@@ -71,37 +79,54 @@ def test_render_turn_notes_weak_and_empty_answers():
     assert "Q: q&lt;" in error
 
 
-def test_respond_adds_turns_newest_first(seed_qa):
+def test_respond_adds_turns_in_order_and_keeps_the_previous_answer(seed_qa):
     respond = handler(build_app(seed_qa), "respond")
-    turns, page, textbox = respond(ALDAN, 3, [])
-    assert textbox == "" and len(turns) == 1
+    chat, page, textbox = respond(ALDAN, 3, [], new_chat())
+    assert textbox == "" and len(chat["turns"]) == 1
+    assert chat["previous"].hits[0].passage.paragraph == 5
     assert page.count('class="qa-card"') == 3
     assert f"{MORVAN} ¶5" in page and f"<mark>{html.escape(ALDAN_SENTENCE)}</mark>" in page
 
-    turns, page, _ = respond(FLOODED, 2.0, turns)  # the slider may send a float
-    assert len(turns) == 2
+    chat, page, _ = respond(FLOODED, 2.0, [], chat)  # the slider may send a float
+    assert len(chat["turns"]) == 2
     assert page.count('class="qa-card"') == 5
-    assert page.index(html.escape(FLOODED)) < page.index(html.escape(ALDAN))
-    assert f"{KESTREL} ¶5" in cards(page)[0]
+    assert page.index(html.escape(ALDAN)) < page.index(html.escape(FLOODED))  # a chat: newest last
+    assert citation_text(cards(page)[3]) == f"{KESTREL} ¶5"
 
-    same, unchanged, _ = respond("   ", 3, turns)
-    assert same == turns and unchanged == page
+    same, unchanged, _ = respond("   ", 3, [], chat)
+    assert same == chat and unchanged == page
+
+
+def test_respond_reads_a_follow_up_with_the_previous_answer(seed_qa):
+    respond = handler(build_app(seed_qa), "respond")
+    chat, _, _ = respond("Who voted against the barrier?", 3, [], new_chat())
+    chat, page, _ = respond("What does she propose instead?", 3, [], chat)
+    last = page.split('<div class="qa-turn">')[-1]
+    assert "Read as a follow-up" in last and "Petra Lund" in last
+    assert citation_text(cards(last)[0]) == f"{KESTREL} ¶7"
+
+
+def test_respond_searches_only_the_chosen_documents(seed_qa):
+    respond = handler(build_app(seed_qa), "respond")
+    _, page, _ = respond(ALDAN, 3, [f"seeds/{KESTREL}"], new_chat())
+    assert cards(page) and all(citation_text(c).startswith(KESTREL) for c in cards(page))
 
 
 def test_respond_off_topic_question_says_no_good_answer(seed_qa):
     respond = handler(build_app(seed_qa), "respond")
-    _, page, _ = respond("How do I bake a chocolate cake?", 2, [])
-    assert "No passage looks like a good answer" in page
-    assert page.count('class="qa-card"') == 2  # the closest passages are still shown
+    _, page, _ = respond("How do I bake a chocolate cake?", 2, [], new_chat())
+    assert "The documents do not seem to answer this question." in page
+    assert page.count('class="qa-card"') == 2  # the closest passages are still offered,
+    assert page.index("<details") < page.index('class="qa-card"')  # collapsed
 
 
 def test_respond_shows_library_error_as_one_line(tmp_path, real_embedder):
     respond = handler(build_app(QA(tmp_path / "nowhere", embedder=real_embedder)), "respond")
-    turns, page, _ = respond("When?", 3, [])
+    chat, page, _ = respond("When?", 3, [], new_chat())
     error = re.search(r'<div class="qa-error">(.*?)</div>', page).group(1)
     assert error.startswith(html.escape(f"no index at {tmp_path / 'nowhere'}"))
     assert "\n" not in error and "Traceback" not in page
-    assert len(turns) == 1
+    assert len(chat["turns"]) == 1
 
 
 def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
@@ -116,7 +141,7 @@ def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
     qa = QA(tmp_path / "index", embedder=real_embedder)
     assert qa.index([docs]).added == ["docs/x<i>y.txt"]
     respond = handler(build_app(qa), "respond")
-    _, page, _ = respond("What did the review page print <script>alert(2)</script>?", 3, [])
+    _, page, _ = respond("What did the review page print <script>alert(2)</script>?", 3, [], new_chat())
 
     assert page.count('class="qa-card"') == 3
     assert "<script" not in page and "<b>" not in page and "<i>" not in page
@@ -126,7 +151,12 @@ def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
     assert "x&lt;i&gt;y.txt ¶2" in page
     # the only tags are the page's own
     tags = set(re.findall(r"</?([a-zA-Z]+)", page))
-    assert tags <= {"div", "span", "mark"}, tags
+    assert tags <= {"div", "span", "mark", "a"}, tags
+    # and the source view escapes the document too
+    key = html.unescape(re.search(r'data-key="([^"]*)"', page).group(1))
+    source = handler(build_app(qa), "open_source")(key)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in source and "<script" not in source
+    assert 'id="qa-cited"' in source
 
 
 # -- the running app and its /ask API ---------------------------------------------------
@@ -181,3 +211,33 @@ def test_ask_api_returns_a_batch_line(server_url, seed_qa):
     default_k = client.predict(question=FLOODED, api_name="/ask")
     assert len(default_k["results"]) == 5
     assert (Path(default_k["results"][0]["doc"]).name, default_k["results"][0]["paragraph"]) == (KESTREL, 5)
+
+
+def test_upload_refuses_other_types_and_oversize_files_and_names_broken_ones(seed_index, real_embedder, tmp_path, monkeypatch):
+    import shutil
+
+    import qa.ui
+
+    index = tmp_path / "index"
+    shutil.copytree(seed_index, index)
+    add_files = handler(build_app(QA(index, embedder=real_embedder)), "add_files")
+    exe = tmp_path / "tool.exe"
+    exe.write_bytes(b"MZ\x90\x00")
+    big = tmp_path / "big.txt"
+    big.write_text("word " * 1000, encoding="utf-8")
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7 not really")
+    good = tmp_path / "../evil/../note.txt"  # a path that tries to leave the uploads folder
+    (tmp_path / "note.txt").write_text("The ferry to Skerry leaves at nine every morning.\n", encoding="utf-8")
+    monkeypatch.setattr(qa.ui, "UPLOAD_MAX_BYTES", 1000)
+    status, documents, _ = add_files([str(exe), str(big), str(broken), str(tmp_path / "note.txt")])
+    assert "Not added: tool.exe: type .exe is not accepted" in html.unescape(status)
+    assert "Not added: big.txt: larger than the" in html.unescape(status)
+    assert "broken.pdf" in status and "not a readable PDF" in status
+    assert "Added 1 document(s): uploads/note.txt" in status
+    assert "uploads/note.txt" in documents and "tool.exe" not in documents
+    assert (index / "uploads" / "note.txt").exists() and not (index / "uploads" / "tool.exe").exists()
+    assert qa.ui._safe_name(str(good)) == "note.txt"
+    assert qa.ui._safe_name("../../etc/passwd") == "passwd"
+    status, _, _ = add_files([])
+    assert "choose one or more files first" in status

@@ -379,7 +379,7 @@ def test_page_check_quote_shows_where_it_really_is(seed_qa):
     assert 'data-status="not-found"' in page and "It is at:" in page
     found = re.findall(r'<div class="qa-card qa-found" data-rank="\d+">.*?</div></div>', page, flags=re.S)
     assert len(found) == 1
-    assert f'<span class="qa-cite">{MORVAN} ¶5</span>' in found[0]
+    assert f'title="Show in seeds/{MORVAN}">{MORVAN} ¶5</a>' in found[0]  # a link that opens the source
     assert f"seeds/{MORVAN} [1034, 1081)" in found[0]
     assert html.escape("Kostal was sharply critical of Tessaly's leader") in found[0]
 
@@ -413,7 +413,7 @@ def test_page_check_quote_escapes_document_text(tmp_path, real_embedder):
     assert "<script" not in page.lower() and "<b>" not in page and "<i>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "x&lt;i&gt;y.txt ¶2" in page  # where it really is
-    assert set(re.findall(r"</?([a-zA-Z]+)", page)) <= {"div", "span", "mark"}
+    assert set(re.findall(r"</?([a-zA-Z]+)", page)) <= {"div", "span", "mark", "a"}
 
 
 def _free_port() -> int:
@@ -462,6 +462,7 @@ def test_check_a_quote_in_a_real_browser(seed_qa):
             )
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            page.locator("#check-panel").get_by_text("Check a quote").click()  # open the accordion
             page.locator("#quote textarea").fill("About 96,000 people fled Morvan")
             page.locator("#citation textarea").fill(f"{MORVAN} ¶5")
             page.locator("#check").click()

@@ -1,0 +1,213 @@
+"""HTML for the chat page. Every string that comes from a document, a question
+or an error is escaped here: a document containing markup is shown as text,
+never rendered or run."""
+
+from __future__ import annotations
+
+import html
+import json
+
+# How much of a very long document the source view shows around the passage.
+SOURCE_WINDOW = 40_000
+
+CSS = """
+.qa-turn { margin: 0 0 1.4em 0; }
+.qa-question { font-weight: 600; margin-bottom: .4em; }
+.qa-searched { color: #57606a; font-size: .85em; margin: -.2em 0 .4em 0; }
+.qa-note { color: #8a5a00; margin: .3em 0; }
+.qa-card { border: 1px solid #d0d7de; border-radius: 8px; padding: .6em .8em; margin: .4em 0; }
+.qa-cite { font-weight: 600; font-family: ui-monospace, monospace; font-size: .9em; }
+a.qa-open { color: #0969da; text-decoration: none; cursor: pointer; }
+a.qa-open:hover { text-decoration: underline; }
+.qa-meta { color: #57606a; font-size: .85em; margin-left: .6em; }
+.qa-cue { font-size: .75em; border-radius: 1em; padding: .05em .6em; margin-left: .6em; border: 1px solid; }
+.qa-cue-strong { color: #1a7f37; border-color: #1a7f37; }
+.qa-cue-fair { color: #8a5a00; border-color: #8a5a00; }
+.qa-cue-weak { color: #6e7781; border-color: #6e7781; }
+.qa-text { white-space: pre-wrap; margin-top: .3em; line-height: 1.45; }
+.qa-text mark, .qa-source mark { background: #fff1a8; padding: 0 .1em; }
+.qa-error { color: #b42318; }
+.qa-source-head { font-weight: 600; margin-bottom: .4em; }
+.qa-source { white-space: pre-wrap; line-height: 1.45; max-height: 70vh; overflow-y: auto;
+             border: 1px solid #d0d7de; border-radius: 8px; padding: .6em .8em; }
+.qa-source mark.qa-cited { background: #ffe08a; outline: 2px solid #d4a72c; }
+.qa-docs { border-collapse: collapse; width: 100%; font-size: .9em; }
+.qa-docs td, .qa-docs th { border-bottom: 1px solid #d0d7de; padding: .2em .5em; text-align: left; }
+.qa-hidden { display: none !important; }
+.qa-verdict-head { font-weight: 600; margin: .3em 0; }
+.qa-verdict-exact .qa-verdict-head, .qa-verdict-near-exact .qa-verdict-head { color: #1a7f37; }
+.qa-verdict-similar .qa-verdict-head { color: #8a5a00; }
+.qa-verdict-not-found .qa-verdict-head { color: #b42318; }
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _marked(text: str, lo: int, hi: int, *, mark_attrs: str = "") -> str:
+    return _e(text[:lo]) + f"<mark{mark_attrs}>" + _e(text[lo:hi]) + "</mark>" + _e(text[hi:])
+
+
+def cue(similarity: float) -> tuple[str, str]:
+    """A word for how closely the best sentence matches the question."""
+    if similarity >= 0.6:
+        return "strong", "strong match"
+    if similarity >= 0.4:
+        return "fair", "fair match"
+    return "weak", "weak match"
+
+
+def source_key(doc: str, start: int, end: int) -> str:
+    return json.dumps({"doc": doc, "start": start, "end": end})
+
+
+def citation_link(citation: str, doc: str, start: int, end: int) -> str:
+    """A citation that opens the source view when clicked (see the page's script)."""
+    return (
+        f'<a class="qa-cite qa-open" href="#" data-key="{_e(source_key(doc, start, end))}" '
+        f'title="Show in {_e(doc)}">{_e(citation)}</a>'
+    )
+
+
+def card(result: dict) -> str:
+    text = result["text"]
+    lo = result["highlight_start"] - result["start"]
+    hi = lo + len(result["highlight"])
+    level, label = cue(result["similarity"])
+    also = f" · also in {_e(', '.join(result['also_in']))}" if result.get("also_in") else ""
+    meta = f"{_e(result['doc'])} [{result['start']}, {result['end']}){also}"
+    return (
+        f'<div class="qa-card" data-rank="{result["rank"]}">'
+        f'{citation_link(result["citation"], result["doc"], result["start"], result["end"])}'
+        f'<span class="qa-cue qa-cue-{level}" title="best sentence similarity {result["similarity"]:.2f}">{label}</span>'
+        f'<span class="qa-meta">{meta}</span>'
+        f'<div class="qa-text">{_marked(text, lo, hi)}</div></div>'
+    )
+
+
+def render_turn(question: str, answer: dict | None = None, error: str | None = None) -> str:
+    """One question and its answer as HTML."""
+    parts = [f'<div class="qa-turn"><div class="qa-question">Q: {_e(question)}</div>']
+    if answer and answer.get("searched_for"):
+        parts.append(f'<div class="qa-searched">Read as a follow-up: searched for “{_e(answer["searched_for"])}”</div>')
+    if error:
+        parts.append(f'<div class="qa-error">{_e(error)}</div>')
+    elif not answer["results"]:
+        parts.append('<div class="qa-note">No passage in the indexed documents matches this question.</div>')
+    elif not answer["answered"]:
+        parts.append(
+            '<div class="qa-note qa-unanswered">The documents do not seem to answer this question.</div>'
+            f'<details class="qa-closest"><summary>Show the closest passages ({len(answer["results"])})</summary>'
+            + "".join(card(r) for r in answer["results"])
+            + "</details>"
+        )
+    else:
+        parts.extend(card(r) for r in answer["results"])
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_source(doc: str, text: str, start: int, end: int, citation: str | None = None) -> str:
+    """The document's extracted text with ``[start, end)`` marked (``id="qa-cited"``)."""
+    lo, hi = 0, len(text)
+    if len(text) > SOURCE_WINDOW:
+        lo = max(0, start - SOURCE_WINDOW // 2)
+        hi = min(len(text), max(end, lo + SOURCE_WINDOW))
+    head = f"{_e(citation)} — " if citation else ""
+    before = f"[… {lo:,} characters before …]\n\n" if lo else ""
+    after = f"\n\n[… {len(text) - hi:,} characters after …]" if hi < len(text) else ""
+    body = _marked(text[lo:hi], start - lo, end - lo, mark_attrs=' id="qa-cited" class="qa-cited"')
+    return (
+        f'<div class="qa-source-head" data-doc="{_e(doc)}">{head}{_e(doc)} [{start}, {end})</div>'
+        f'<div class="qa-source">{_e(before)}{body}{_e(after)}</div>'
+    )
+
+
+def render_documents(documents) -> str:
+    if not documents:
+        return '<div class="qa-note">No documents are indexed yet.</div>'
+    rows = "".join(
+        f"<tr><td>{_e(d.path)}</td><td>{_e(d.format)}</td><td>{d.passages}</td>"
+        f"<td>{_e(', '.join(d.same_as))}</td></tr>"
+        for d in documents
+    )
+    return (
+        '<table class="qa-docs"><thead><tr><th>document</th><th>format</th><th>passages</th>'
+        f"<th>same content as</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def render_upload(report: dict | None = None, rejected: list[tuple[str, str]] = (), error: str | None = None) -> str:
+    parts = ['<div class="qa-upload">']
+    if error:
+        parts.append(f'<div class="qa-error">{_e(error)}</div>')
+    for name, reason in rejected:
+        parts.append(f'<div class="qa-error">Not added: {_e(name)}: {_e(reason)}</div>')
+    if report:
+        for skipped in report["skipped"]:
+            parts.append(f'<div class="qa-error">Not added: {_e(skipped["path"])}: {_e(skipped["reason"])}</div>')
+        done = report["added"] + report["updated"]
+        if done:
+            parts.append(
+                f'<div class="qa-added">Added {len(done)} document(s): {_e(", ".join(done))} '
+                f'({report["passages_embedded"]} passages).</div>'
+            )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+# -- checking a quote ------------------------------------------------------------------
+
+_VERDICT_HEADS = {
+    "exact": "Exact: the quote is at {citation}.",
+    "near-exact": "Near-exact: the quote is at {citation}, up to whitespace, case, quotes or dashes.",
+    "similar": "Similar ({score:.2f}): {citation} has a close but different text.",
+    "not-found": "Not found: the quote is not at {citation} (best similarity {score:.2f}).",
+}
+
+
+def _location_card(location: dict, *, number: int | None = None) -> str:
+    meta = f"{_e(location['doc'])} [{location['start']}, {location['end']}) · {_e(location['match'])} {location['score']:.2f}"
+    rank = f' data-rank="{number}"' if number is not None else ""
+    return (
+        f'<div class="qa-card qa-found"{rank}>'
+        f'{citation_link(location["citation"], location["doc"], location["start"], location["end"])}'
+        f'<span class="qa-meta">{meta}</span>'
+        f'<div class="qa-text">{_e(location["text"])}</div></div>'
+    )
+
+
+def render_verdict(verdict: dict | None = None, error: str | None = None) -> str:
+    """A verdict of :meth:`qa.QA.verify` (as JSON) as HTML."""
+    if error:
+        return f'<div class="qa-verdict"><div class="qa-error">{_e(error)}</div></div>'
+    status = verdict["status"]
+    head = _VERDICT_HEADS[status].format(citation=verdict["citation"], score=verdict["score"])
+    parts = [
+        f'<div class="qa-verdict qa-verdict-{_e(status)}" data-status="{_e(status)}">',
+        f'<div class="qa-verdict-head">{_e(head)}</div>',
+    ]
+    cited, match = verdict["cited"], verdict["match"]
+    text = cited["text"]
+    body = _marked(text, match["start"] - cited["start"], match["end"] - cited["start"]) if match else _e(text)
+    parts.append(
+        f'<div class="qa-card qa-cited"><span class="qa-cite">{_e(verdict["citation"])}</span>'
+        f'<span class="qa-meta">{_e(cited["doc"])} [{cited["start"]}, {cited["end"]})</span>'
+        f'<div class="qa-text">{body}</div></div>'
+    )
+    found = verdict["found"]
+    if status not in ("exact", "near-exact"):
+        kinds = {f["match"] for f in found}
+        if not found:
+            note = "It is not in the indexed documents."
+        elif kinds & {"exact", "near-exact"}:
+            note = "It is at:"
+        elif "similar" in kinds:
+            note = "It is in no indexed document as quoted; similar text is at:"
+        else:
+            note = "It is not in the indexed documents; the closest passages are:"
+        parts.append(f'<div class="qa-note">{note}</div>')
+        parts.extend(_location_card(f, number=n) for n, f in enumerate(found, start=1))
+    parts.append("</div>")
+    return "".join(parts)
