@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from qa import QA  # noqa: E402
 from qa.evaluate import evaluate, read_labeled, score_questions  # noqa: E402
-from qa.search import ANSWER_SIMILARITY, RETRIEVERS  # noqa: E402
+from qa.search import ANSWER_CONFIDENCE, RETRIEVERS  # noqa: E402
 
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
 
@@ -70,7 +70,7 @@ def abstention(qa: QA, docs: Path, questions, folder: Path) -> dict:
     unseen = score_questions(half, outside, retriever="hybrid", k=10)
     share = lambda xs: round(sum(xs) / len(xs), 4) if xs else 0.0  # noqa: E731
     sweep = []
-    for t in sorted({*THRESHOLDS, ANSWER_SIMILARITY}):
+    for t in sorted({*THRESHOLDS, ANSWER_CONFIDENCE}):
         sweep.append({
             "threshold": t,
             "out_of_corpus_abstained": share([o.confidence < t for o in unseen]),
@@ -79,7 +79,7 @@ def abstention(qa: QA, docs: Path, questions, folder: Path) -> dict:
         })
     return {
         **info,
-        "threshold": ANSWER_SIMILARITY,
+        "threshold": ANSWER_CONFIDENCE,
         "out_of_corpus_questions": len(unseen),
         "out_of_corpus_abstained": share([not o.answered for o in unseen]),
         "in_corpus_questions": len(seen),
@@ -123,7 +123,7 @@ def main() -> None:
     result = abstention(qa, docs, questions, half_dir)
     print(
         f"\nabstention (hybrid): {result['indexed']} articles indexed, {result['held_out']} held out; "
-        f"answered means best-sentence cosine >= {result['threshold']}"
+        f"answered means confidence (mean of best-sentence cosine and question-word coverage) >= {result['threshold']}"
     )
     print(
         f"out of corpus: {result['out_of_corpus_abstained']} of {result['out_of_corpus_questions']} questions "
