@@ -1,10 +1,12 @@
 """Hybrid retrieval: lexical (FTS5 bm25) and dense (passage and sentence vectors), fused.
 
-Each signal is computed for the same candidate passages (the union of each
-retriever's top hits), standardised to z-scores over those candidates, and
-summed. Z-scores put bm25's unbounded scale and cosine's narrow one on the same
-footing without tuning a weight per corpus. A passage's sentence signal is the
-cosine of its best sentence, which is also the sentence highlighted.
+Four signals are computed for the same candidate passages (the union of each
+retriever's top hits): bm25, the passage's cosine, its best sentence's cosine,
+and the largest share of the question's words found in one of its sentences
+(an answer is usually one sentence that repeats some of the question). Each is
+standardised to z-scores over the candidates and the four are summed: z-scores
+put bm25's unbounded scale and cosine's narrow one on the same footing
+without a weight to tune per corpus.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def _candidates(
     return out
 
 
-def _fuse(candidates: list[_Candidate], retriever: str) -> np.ndarray:
+def _fuse(candidates: list[_Candidate], retriever: str, coverage: np.ndarray | None) -> np.ndarray:
     lexical = np.array([c.lexical for c in candidates])
     passage = np.array([c.passage_cosine for c in candidates])
     sentence = np.array([c.sentence_cosine for c in candidates])
@@ -113,7 +115,7 @@ def _fuse(candidates: list[_Candidate], retriever: str) -> np.ndarray:
         return lexical
     if retriever == "dense":
         return passage
-    return _zscore(lexical) + _zscore(passage) + _zscore(sentence)
+    return _zscore(lexical) + _zscore(passage) + _zscore(sentence) + _zscore(coverage)
 
 
 # How much the question's words count, beside the sentence's cosine, when
@@ -134,6 +136,14 @@ def _coverage(terms: set[str], text: str) -> float:
     if not terms:
         return 0.0
     return len(terms & _stems(w.lower() for w in _WORD.findall(text))) / len(terms)
+
+
+def _sentence_coverage(candidate: _Candidate, passage, terms: set[str]) -> float:
+    """The largest share of the question's words found in one sentence of the passage."""
+    return max(
+        (_coverage(terms, passage.text[start - passage.start : end - passage.start]) for start, end, _ in candidate.sentences),
+        default=0.0,
+    )
 
 
 def _highlight(candidate: _Candidate, passage, terms: set[str]) -> tuple[int, int]:
@@ -186,9 +196,12 @@ def search(
         candidates = [c for c in candidates if c.lexical > 0]
     if not candidates:
         return Answer(question=question, answered=False, confidence=0.0, hits=())
-    scores = _fuse(candidates, retriever)
+    passages = snapshot.passages(c.passage_id for c in candidates)
+    coverage = None
+    if retriever == "hybrid":
+        coverage = np.array([_sentence_coverage(c, passages[c.passage_id], terms) for c in candidates])
+    scores = _fuse(candidates, retriever, coverage)
     order = np.argsort(-scores, kind="stable")[: 4 * k]
-    passages = snapshot.passages(candidates[i].passage_id for i in order)
     order = _one_window_per_paragraph(order, candidates, passages)[:k]
     hits = []
     for rank, i in enumerate(order, start=1):
