@@ -19,6 +19,7 @@ import re
 import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -64,9 +65,13 @@ class ExtractedText:
             return None
         return max(1, bisect_right(self.pages, offset))
 
+    @cached_property
+    def _heading_starts(self) -> list[int]:
+        return [h.start for h in self.headings]
+
     def section_at(self, offset: int) -> str | None:
         """Title of the last heading that starts at or before ``offset``."""
-        index = bisect_right([h.start for h in self.headings], offset) - 1
+        index = bisect_right(self._heading_starts, offset) - 1
         return self.headings[index].title if index >= 0 else None
 
 

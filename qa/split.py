@@ -153,9 +153,13 @@ def split_passages(
     paragraphs below it instead, and is not counted.
     """
     overlap = max(1, min(overlap or max_tokens // 4, max_tokens // 4))
-    paragraphs = [
-        p for p in split_paragraphs(text) if not any(h.start <= p.start and p.end <= h.end for h in headings)
-    ]
+    heading_starts = [h.start for h in headings]  # in text order
+
+    def is_heading(p: Span) -> bool:
+        at = bisect_right(heading_starts, p.start) - 1
+        return at >= 0 and p.end <= headings[at].end
+
+    paragraphs = [p for p in split_paragraphs(text) if not is_heading(p)]
     for number, paragraph in enumerate(paragraphs, start=1):
         sentences = split_sentences(text, paragraph)
         windows = split_windows(

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -151,13 +152,52 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise IndexMissing(f"no index at {folder} (create one with: qa index PATH --index {folder})") from None
     except (OSError, ValueError) as exc:
-        raise IndexCorrupt(f"{path} is unreadable ({exc}); rebuild the index with qa index") from exc
-    if manifest.get("format") != FORMAT_VERSION:
+        raise IndexCorrupt(f"{path} is unreadable ({exc}); {REBUILD}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise IndexCorrupt(
-            f"{folder} holds index format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}; "
-            f"rebuild it with qa index PATH --index NEW_FOLDER"
+            f"{folder} holds index format {found!r}, this version reads {FORMAT_VERSION}; {REBUILD}"
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexCorrupt(f"{path} is damaged ({problem}); {REBUILD}")
     return manifest
+
+
+REBUILD = "rebuild it with: qa index PATH --index NEW_FOLDER"
+
+
+def _generation(folder: Path) -> int | None:
+    try:
+        return read_manifest(folder)["generation"]
+    except StoreError:
+        return None
+_FILE_NAME = {
+    "catalog": re.compile(r"catalog-\d+\.sqlite"),
+    "passages": re.compile(r"passages-\d+\.faiss"),
+    "sentences": re.compile(r"sentences-\d+\.faiss"),
+}
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's shape, or None. Names must be plain files of this folder."""
+    model, files, checksums, counts = (manifest.get(k) for k in ("model", "files", "checksums", "counts"))
+    if not isinstance(manifest.get("generation"), int):
+        return "no generation"
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        return "no model name"
+    if not all(isinstance(model.get(k), int) for k in ("dimension", "max_tokens")):
+        return "no model dimension"
+    if not isinstance(files, dict) or not isinstance(checksums, dict) or not isinstance(counts, dict):
+        return "no file list"
+    for key, pattern in _FILE_NAME.items():
+        if not isinstance(files.get(key), str) or not pattern.fullmatch(files[key]):
+            return f"bad {key} file name"
+        if not isinstance(checksums.get(key), str):
+            return f"no {key} checksum"
+    if not all(isinstance(counts.get(k), int) for k in ("documents", "passages", "sentences")):
+        return "no counts"
+    return None
 
 
 def check_model(manifest: dict, model: ModelInfo | str | None, folder) -> None:
@@ -180,14 +220,27 @@ class Snapshot:
 
     def __init__(self, folder: str | os.PathLike, *, verify: bool = True) -> None:
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
+        # A writer may commit (and delete the files just read about) while this
+        # opens; then the manifest has changed and the newer generation is opened.
+        for attempt in range(5):
+            manifest = read_manifest(self.folder)
+            try:
+                self._open(manifest, verify)
+                return
+            except (IndexCorrupt, OSError, sqlite3.Error):
+                if attempt < 4 and _generation(self.folder) != manifest["generation"]:
+                    continue
+                raise
+
+    def _open(self, manifest: dict, verify: bool) -> None:
+        self.manifest = manifest
         files = self.manifest["files"]
-        paths = {key: self.folder / name for key, name in files.items()}
+        paths = {key: self.folder / files[key] for key in _FILE_NAME}
         for key, path in paths.items():
             if not path.exists():
-                raise IndexCorrupt(f"index file {path} is missing; rebuild the index with qa index")
+                raise IndexCorrupt(f"index file {path} is missing; {REBUILD}")
             if verify and _sha256(path) != self.manifest["checksums"][key]:
-                raise IndexCorrupt(f"index file {path} fails its checksum; rebuild the index with qa index")
+                raise IndexCorrupt(f"index file {path} fails its checksum; {REBUILD}")
         info = self.manifest["model"]
         self.model = ModelInfo(info["name"], info["dimension"], info["max_tokens"])
         self._db = sqlite3.connect(f"file:{paths['catalog']}?mode=ro", uri=True, check_same_thread=False)
@@ -197,10 +250,10 @@ class Snapshot:
             self.sentence_vectors = VectorIndex.load(paths["sentences"], self.model.dimension)
             counts = self.manifest["counts"]
             if len(self.passage_vectors) != counts["passages"] or len(self.sentence_vectors) != counts["sentences"]:
-                raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog")
+                raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog; {REBUILD}")
         except (RuntimeError, ValueError) as exc:
             self._db.close()
-            raise IndexCorrupt(f"cannot read vectors in {self.folder}: {str(exc).splitlines()[0]}") from exc
+            raise IndexCorrupt(f"cannot read vectors in {self.folder} ({str(exc).splitlines()[0]}); {REBUILD}") from exc
         except IndexCorrupt:
             self._db.close()
             raise
@@ -353,6 +406,15 @@ def open_snapshot(folder: str | os.PathLike, *, verify: bool = True) -> Snapshot
     return Snapshot(folder, verify=verify)
 
 
+_FOLDER_LOCKS: dict[str, threading.Lock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+def _folder_lock(folder: Path) -> threading.Lock:
+    with _FOLDER_LOCKS_GUARD:
+        return _FOLDER_LOCKS.setdefault(str(folder.resolve()), threading.Lock())
+
+
 class Writer:
     """Builds the next generation of an index; ``commit()`` makes it live.
 
@@ -365,6 +427,7 @@ class Writer:
         self.model = model
         self.settings = settings or {}
         self._lock_handle = None
+        self._thread_lock: threading.Lock | None = None
         self._db: sqlite3.Connection | None = None
         self._new_files: dict[str, Path] = {}
         self._old_files: list[Path] = []
@@ -373,12 +436,24 @@ class Writer:
 
     def __enter__(self) -> "Writer":
         self.folder.mkdir(parents=True, exist_ok=True)
+        # POSIX record locks (lockf) exclude other processes and, unlike flock,
+        # are not inherited by the parser children forked while indexing, so a
+        # killed indexer never leaves its lock behind in an orphan. They do not
+        # exclude threads of this process: a lock per folder does that, and is
+        # taken first, because closing any handle of the lock file would drop
+        # this process's record lock.
+        self._thread_lock = _folder_lock(self.folder)
+        if not self._thread_lock.acquire(blocking=False):
+            self._thread_lock = None
+            raise IndexLocked(f"index {self.folder} is being updated; try again later")
         self._lock_handle = open(self.folder / LOCK, "a+")
         try:
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             self._lock_handle.close()
             self._lock_handle = None
+            self._thread_lock.release()
+            self._thread_lock = None
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise IndexLocked(f"index {self.folder} is being updated by another process; try again later") from None
             raise
@@ -453,9 +528,12 @@ class Writer:
 
     def _release(self) -> None:
         if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(self._lock_handle.fileno(), fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None
+        if self._thread_lock is not None:
+            self._thread_lock.release()
+            self._thread_lock = None
 
     # -- reads the writer needs ----------------------------------------------------
 

@@ -41,6 +41,8 @@ EXAMPLES = [
 UPLOAD_TYPES = sorted(FORMATS)
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 UPLOADS = "uploads"  # folder inside the index where uploaded files are kept
+QUEUE_CONCURRENCY = 2
+QUEUE_SIZE = 64
 
 # Clicking a citation anywhere on the page asks the server for its source; the
 # source view then scrolls the cited passage into view.
@@ -228,12 +230,19 @@ def build_app(qa: QA) -> gr.Blocks:
         source_open.click(open_source, [source_key], [source], api_visibility="private").then(
             None, js=SCROLL_TO_CITED
         )
-        add.click(add_files, [files], [upload_status, documents, docs_filter], api_visibility="private")
+        # One upload at a time: a second waits in the queue instead of meeting the index lock.
+        add.click(
+            add_files, [files], [upload_status, documents, docs_filter], api_visibility="private", concurrency_limit=1
+        )
         for trigger in (check.click, quote_box.submit, citation_box.submit):
             trigger(check_quote, [quote_box, citation_box], [verdict_html], api_visibility="private")
         app.load(documents_view, None, [documents, docs_filter], api_visibility="private")
         gr.api(ask_api, api_name="ask")
         gr.api(verify_api, api_name="verify")
+    # Two questions at a time per event on 2 cores: measured with bench/load.py,
+    # more in parallel only makes everyone wait together. A full queue answers
+    # at once (HTTP 503) instead of piling up minutes of backlog.
+    app.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=QUEUE_SIZE)
     return app
 
 

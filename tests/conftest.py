@@ -79,3 +79,27 @@ def seed_index(tmp_path_factory, real_embedder) -> Path:
     report = QA(folder, embedder=real_embedder).index([SEEDS_DIR])
     assert len(report.added) == 2 and not report.skipped, report
     return folder
+
+
+# slow tests
+# Tests marked ``slow`` (many crash trials, hundreds of fuzzed files) run only
+# with ``pytest --runslow`` or ``QA_SLOW=1 pytest``; the default run skips them.
+
+import os  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def run_slow(config) -> bool:
+    return bool(config.getoption("--runslow")) or os.environ.get("QA_SLOW", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow(config):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow or QA_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
