@@ -25,7 +25,7 @@ from qa.store import StoreError
 
 CSV_COLUMNS = [
     "id", "question", "answered", "confidence", "rank", "score", "doc", "paragraph",
-    "page", "start", "end", "citation", "highlight", "text",
+    "page", "section", "start", "end", "citation", "highlight", "text",
 ]
 
 _USER_ERRORS = (StoreError, CitationError, QueryError)
