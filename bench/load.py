@@ -9,7 +9,8 @@ that many threads at once through Gradio's HTTP API (POST
 queue setting: errors, p50/p95/max latency, wall time and throughput.
 
 ``--limits`` compares values of ``app.queue(default_concurrency_limit=...)``
-(``default`` is Gradio's own: 1), each on a fresh server over the same index.
+(``default`` is the page's own: ``qa.ui.QUEUE_CONCURRENCY`` and ``QUEUE_SIZE``),
+each on a fresh server over the same index.
 Every answer is checked: it must be a JSON answer whose passages are exact
 slices of the seed files; anything else counts as an error. Nothing leaves the
 loopback interface, and the run ends after the last call.
@@ -147,6 +148,12 @@ def run_load(
     return result
 
 
+def _page_queue() -> tuple[int, int]:
+    from qa.ui import QUEUE_CONCURRENCY, QUEUE_SIZE
+
+    return QUEUE_CONCURRENCY, QUEUE_SIZE
+
+
 def seed_texts() -> dict[str, str]:
     return {f"seeds/{p.name}": p.read_bytes().decode("utf-8") for p in sorted(SEEDS.glob("*.txt"))}
 
@@ -209,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             failures.extend(result.errors)
             rows.append(
                 {
-                    "queue limit": "default (1)" if limit == "default" else ("none" if limit is None else limit),
-                    "max_size": args.max_size if args.max_size is not None else "none",
+                    "queue limit": f"page ({_page_queue()[0]})" if limit == "default" else ("none" if limit is None else limit),
+                    "max_size": args.max_size if args.max_size is not None else (_page_queue()[1] if limit == "default" else "none"),
                     "calls": result.calls,
                     "concurrency": result.concurrency,
                     "errors": len(result.errors),

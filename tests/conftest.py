@@ -103,3 +103,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# shared helpers for CLI and page tests
+
+
+@pytest.fixture
+def model(monkeypatch, real_embedder):
+    """Commands that load the default model get the session's real one, already loaded."""
+    import embeddings
+
+    original = embeddings.load_embedder
+    monkeypatch.setattr(
+        embeddings, "load_embedder", lambda name=None: real_embedder if name in (None, real_embedder.name) else original(name)
+    )
+    monkeypatch.delenv("QA_MODEL", raising=False)
+    monkeypatch.delenv("QA_INDEX", raising=False)
+    return real_embedder
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No developer settings leak in, and the default index never is the user's own."""
+    monkeypatch.delenv("QA_MODEL", raising=False)
+    monkeypatch.delenv("QA_INDEX", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+def page_handler(app, name: str):
+    """The Python function behind one of the page's events."""
+    fns = [block_fn.fn for block_fn in app.fns.values() if block_fn.name == name]
+    assert fns, f"no {name} handler in the app"
+    return fns[0]

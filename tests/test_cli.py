@@ -34,28 +34,7 @@ def seed_text(name: str) -> str:
     return (SEEDS / name).read_bytes().decode("utf-8")
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No developer settings leak in, and the default index never is the user's own."""
-    monkeypatch.delenv("QA_MODEL", raising=False)
-    monkeypatch.delenv("QA_INDEX", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-
-
-@pytest.fixture
-def model(monkeypatch, real_embedder):
-    """Commands that load the default model get the session's real one, already loaded."""
-    import embeddings
-
-    original = embeddings.load_embedder
-
-    def load(name=None):
-        if name in (None, real_embedder.name):
-            return real_embedder
-        return original(name)
-
-    monkeypatch.setattr(embeddings, "load_embedder", load)
-    return real_embedder
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

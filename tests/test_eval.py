@@ -174,20 +174,6 @@ def test_ambiguous_gold_doc_is_an_error(fake_qa, tmp_path):
 # -- qa eval, with the real model ---------------------------------------------------------
 
 
-@pytest.fixture
-def model(monkeypatch, real_embedder):
-    """Commands that load the default model get the session's real one, already loaded."""
-    import embeddings
-
-    original = embeddings.load_embedder
-    monkeypatch.setattr(
-        embeddings, "load_embedder", lambda name=None: real_embedder if name in (None, real_embedder.name) else original(name)
-    )
-    monkeypatch.delenv("QA_MODEL", raising=False)
-    monkeypatch.delenv("QA_INDEX", raising=False)
-    return real_embedder
-
-
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 

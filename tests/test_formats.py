@@ -41,11 +41,7 @@ class ExplodingEmbedder(FakeEmbedder):
         raise AssertionError("token_offsets called")
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("QA_MODEL", raising=False)
-    monkeypatch.delenv("QA_INDEX", raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture

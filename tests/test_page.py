@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import page_handler
 from qa import QA
 from qa.ui import build_app, launch, new_chat, render_turn
 
@@ -32,13 +33,6 @@ RESULT_KEYS = {
 @pytest.fixture(scope="module")
 def seed_qa(seed_index, real_embedder) -> QA:
     return QA(seed_index, embedder=real_embedder)
-
-
-def handler(app, name: str):
-    """The Python function behind one of the page's events."""
-    fns = [block_fn.fn for block_fn in app.fns.values() if block_fn.name == name]
-    assert fns, f"no {name} handler in the app"
-    return fns[0]
 
 
 def cards(page: str) -> list[str]:
@@ -80,7 +74,7 @@ def test_render_turn_notes_weak_and_empty_answers():
 
 
 def test_respond_adds_turns_in_order_and_keeps_the_previous_answer(seed_qa):
-    respond = handler(build_app(seed_qa), "respond")
+    respond = page_handler(build_app(seed_qa), "respond")
     chat, page, textbox = respond(ALDAN, 3, [], new_chat())
     assert textbox == "" and len(chat["turns"]) == 1
     assert chat["previous"].hits[0].passage.paragraph == 5
@@ -98,7 +92,7 @@ def test_respond_adds_turns_in_order_and_keeps_the_previous_answer(seed_qa):
 
 
 def test_respond_reads_a_follow_up_with_the_previous_answer(seed_qa):
-    respond = handler(build_app(seed_qa), "respond")
+    respond = page_handler(build_app(seed_qa), "respond")
     chat, _, _ = respond("Who voted against the barrier?", 3, [], new_chat())
     chat, page, _ = respond("What does she propose instead?", 3, [], chat)
     last = page.split('<div class="qa-turn">')[-1]
@@ -107,13 +101,13 @@ def test_respond_reads_a_follow_up_with_the_previous_answer(seed_qa):
 
 
 def test_respond_searches_only_the_chosen_documents(seed_qa):
-    respond = handler(build_app(seed_qa), "respond")
+    respond = page_handler(build_app(seed_qa), "respond")
     _, page, _ = respond(ALDAN, 3, [f"seeds/{KESTREL}"], new_chat())
     assert cards(page) and all(citation_text(c).startswith(KESTREL) for c in cards(page))
 
 
 def test_respond_off_topic_question_says_no_good_answer(seed_qa):
-    respond = handler(build_app(seed_qa), "respond")
+    respond = page_handler(build_app(seed_qa), "respond")
     _, page, _ = respond("How do I bake a chocolate cake?", 2, [], new_chat())
     assert "The documents do not seem to answer this question." in page
     assert page.count('class="qa-card"') == 2  # the closest passages are still offered,
@@ -121,7 +115,7 @@ def test_respond_off_topic_question_says_no_good_answer(seed_qa):
 
 
 def test_respond_shows_library_error_as_one_line(tmp_path, real_embedder):
-    respond = handler(build_app(QA(tmp_path / "nowhere", embedder=real_embedder)), "respond")
+    respond = page_handler(build_app(QA(tmp_path / "nowhere", embedder=real_embedder)), "respond")
     chat, page, _ = respond("When?", 3, [], new_chat())
     error = re.search(r'<div class="qa-error">(.*?)</div>', page).group(1)
     assert error.startswith(html.escape(f"no index at {tmp_path / 'nowhere'}"))
@@ -140,7 +134,7 @@ def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
     )
     qa = QA(tmp_path / "index", embedder=real_embedder)
     assert qa.index([docs]).added == ["docs/x<i>y.txt"]
-    respond = handler(build_app(qa), "respond")
+    respond = page_handler(build_app(qa), "respond")
     _, page, _ = respond("What did the review page print <script>alert(2)</script>?", 3, [], new_chat())
 
     assert page.count('class="qa-card"') == 3
@@ -154,7 +148,7 @@ def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
     assert tags <= {"div", "span", "mark", "a"}, tags
     # and the source view escapes the document too
     key = html.unescape(re.search(r'data-key="([^"]*)"', page).group(1))
-    source = handler(build_app(qa), "open_source")(key)
+    source = page_handler(build_app(qa), "open_source")(key)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in source and "<script" not in source
     assert 'id="qa-cited"' in source
 
@@ -220,7 +214,7 @@ def test_upload_refuses_other_types_and_oversize_files_and_names_broken_ones(see
 
     index = tmp_path / "index"
     shutil.copytree(seed_index, index)
-    add_files = handler(build_app(QA(index, embedder=real_embedder)), "add_files")
+    add_files = page_handler(build_app(QA(index, embedder=real_embedder)), "add_files")
     exe = tmp_path / "tool.exe"
     exe.write_bytes(b"MZ\x90\x00")
     big = tmp_path / "big.txt"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import page_handler
 from qa import QA, CitationError, QueryError
 from qa.cli import cli
 from qa.verify import SIMILAR_RATIO, best_window, near_pattern, normalise
@@ -262,20 +263,6 @@ SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 COST = "The barrier will cost an estimated 212 million euros"
 
 
-@pytest.fixture
-def model(monkeypatch, real_embedder):
-    """Commands that load the default model get the session's real one, already loaded."""
-    import embeddings
-
-    original = embeddings.load_embedder
-    monkeypatch.setattr(
-        embeddings, "load_embedder", lambda name=None: real_embedder if name in (None, real_embedder.name) else original(name)
-    )
-    monkeypatch.delenv("QA_MODEL", raising=False)
-    monkeypatch.delenv("QA_INDEX", raising=False)
-    return real_embedder
-
-
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -350,12 +337,6 @@ def test_cli_verify_bad_citation_is_one_line_exit_1(model, seed_index, citation,
 @pytest.fixture(scope="module")
 def seed_qa(seed_index, real_embedder) -> QA:
     return QA(seed_index, embedder=real_embedder)
-
-
-def page_handler(app, name: str):
-    fns = [block_fn.fn for block_fn in app.fns.values() if block_fn.name == name]
-    assert fns, f"no {name} handler in the app"
-    return fns[0]
 
 
 @pytest.mark.model
