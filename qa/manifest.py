@@ -1,0 +1,134 @@
+"""An index folder's manifest: what a commit consists of, and the checks on it.
+
+``manifest.json`` names the files of the live generation with their SHA-256,
+the embedding model, the counts; it is replaced last, so it is the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from embeddings import canonical_model_name
+
+FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+
+
+class StoreError(Exception):
+    """Something is wrong with an index folder; the message is one line for the user."""
+
+
+class IndexMissing(StoreError):
+    pass
+
+
+class IndexCorrupt(StoreError):
+    pass
+
+
+class ModelMismatch(StoreError):
+    pass
+
+
+class IndexLocked(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dimension: int
+    max_tokens: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexMissing(f"no index at {folder} (create one with: qa index PATH --index {folder})") from None
+    except (OSError, ValueError) as exc:
+        raise IndexCorrupt(f"{path} is unreadable ({exc}); {REBUILD}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise IndexCorrupt(
+            f"{folder} holds index format {found!r}, this version reads {FORMAT_VERSION}; {REBUILD}"
+        )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexCorrupt(f"{path} is damaged ({problem}); {REBUILD}")
+    return manifest
+
+
+REBUILD = "rebuild it with: qa index PATH --index NEW_FOLDER"
+
+
+def generation_of(folder: Path) -> int | None:
+    try:
+        return read_manifest(folder)["generation"]
+    except StoreError:
+        return None
+FILE_NAMES = {
+    "catalog": re.compile(r"catalog-\d+\.sqlite"),
+    "passages": re.compile(r"passages-\d+\.faiss"),
+    "sentences": re.compile(r"sentences-\d+\.faiss"),
+}
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's shape, or None. Names must be plain files of this folder."""
+    model, files, checksums, counts = (manifest.get(k) for k in ("model", "files", "checksums", "counts"))
+    if not isinstance(manifest.get("generation"), int):
+        return "no generation"
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        return "no model name"
+    if not all(isinstance(model.get(k), int) for k in ("dimension", "max_tokens")):
+        return "no model dimension"
+    if not isinstance(files, dict) or not isinstance(checksums, dict) or not isinstance(counts, dict):
+        return "no file list"
+    for key, pattern in FILE_NAMES.items():
+        if not isinstance(files.get(key), str) or not pattern.fullmatch(files[key]):
+            return f"bad {key} file name"
+        if not isinstance(checksums.get(key), str):
+            return f"no {key} checksum"
+    if not all(isinstance(counts.get(k), int) for k in ("documents", "passages", "sentences")):
+        return "no counts"
+    return None
+
+
+def check_model(manifest: dict, model: ModelInfo | str | None, folder) -> None:
+    """Refuse to mix embedding models in one index."""
+    if model is None:
+        return
+    name = canonical_model_name(model if isinstance(model, str) else model.name)
+    stored = manifest["model"]["name"]
+    if name != canonical_model_name(stored):
+        raise ModelMismatch(
+            f"index {folder} was built with model {stored!r}, not {name!r}; "
+            f"use --model {stored!r} or another --index"
+        )
+    if not isinstance(model, str) and model.dimension != manifest["model"]["dimension"]:
+        raise ModelMismatch(f"model {name!r} gives dimension {model.dimension}, index has {manifest['model']['dimension']}")
+
+

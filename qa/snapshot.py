@@ -1,0 +1,218 @@
+"""Reading one committed generation of an index: catalog queries, lexical search, vectors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from embeddings import VectorIndex
+from qa.manifest import (
+    FILE_NAMES,
+    REBUILD,
+    IndexCorrupt,
+    ModelInfo,
+    generation_of,
+    read_manifest,
+    sha256_file,
+)
+from qa.records import Document, Passage
+
+# A heading's words count, but less than the passage's own: a section title is
+# shared by every passage under it, so it says less about which one answers.
+_BM25 = "bm25(passages_fts, 0.5, 1.0)"
+
+
+class Snapshot:
+    """One committed generation, opened read-only. Safe to share between threads."""
+
+    def __init__(self, folder: str | os.PathLike, *, verify: bool = True) -> None:
+        self.folder = Path(folder)
+        # A writer may commit (and delete the files just read about) while this
+        # opens; then the manifest has changed and the newer generation is opened.
+        for attempt in range(5):
+            manifest = read_manifest(self.folder)
+            try:
+                self._open(manifest, verify)
+                return
+            except (IndexCorrupt, OSError, sqlite3.Error):
+                if attempt < 4 and generation_of(self.folder) != manifest["generation"]:
+                    continue
+                raise
+
+    def _open(self, manifest: dict, verify: bool) -> None:
+        self.manifest = manifest
+        files = self.manifest["files"]
+        paths = {key: self.folder / files[key] for key in FILE_NAMES}
+        for key, path in paths.items():
+            if not path.exists():
+                raise IndexCorrupt(f"index file {path} is missing; {REBUILD}")
+            if verify and sha256_file(path) != self.manifest["checksums"][key]:
+                raise IndexCorrupt(f"index file {path} fails its checksum; {REBUILD}")
+        info = self.manifest["model"]
+        self.model = ModelInfo(info["name"], info["dimension"], info["max_tokens"])
+        self._db = sqlite3.connect(f"file:{paths['catalog']}?mode=ro", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+        try:
+            self.passage_vectors = VectorIndex.load(paths["passages"], self.model.dimension)
+            self.sentence_vectors = VectorIndex.load(paths["sentences"], self.model.dimension)
+            counts = self.manifest["counts"]
+            if len(self.passage_vectors) != counts["passages"] or len(self.sentence_vectors) != counts["sentences"]:
+                raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog; {REBUILD}")
+        except (RuntimeError, ValueError) as exc:
+            self._db.close()
+            raise IndexCorrupt(f"cannot read vectors in {self.folder} ({str(exc).splitlines()[0]}); {REBUILD}") from exc
+        except IndexCorrupt:
+            self._db.close()
+            raise
+
+    @property
+    def generation(self) -> int:
+        return int(self.manifest["generation"])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- documents ---------------------------------------------------------------
+
+    def documents(self) -> list[Document]:
+        """Every stored path; paths with the same content name each other in ``same_as``."""
+        rows = self._query(
+            "SELECT pa.path, d.id, d.sha256, d.format, "
+            "(SELECT COUNT(*) FROM passages p WHERE p.doc_id = d.id) "
+            "FROM paths pa JOIN documents d ON d.id = pa.doc_id ORDER BY pa.path"
+        )
+        by_doc: dict[int, list[str]] = {}
+        for path, doc_id, *_ in rows:
+            by_doc.setdefault(doc_id, []).append(path)
+        return [
+            Document(
+                id=doc_id, path=path, sha256=sha, passages=count, format=fmt,
+                same_as=tuple(p for p in by_doc[doc_id] if p != path),
+            )
+            for path, doc_id, sha, fmt, count in rows
+        ]
+
+    def _doc_id(self, path: str) -> int | None:
+        rows = self._query("SELECT doc_id FROM paths WHERE path = ?", (path,))
+        return rows[0][0] if rows else None
+
+    def document_text(self, path: str) -> str | None:
+        rows = self._query(
+            "SELECT d.text FROM documents d JOIN paths pa ON pa.doc_id = d.id WHERE pa.path = ?", (path,)
+        )
+        return rows[0][0] if rows else None
+
+    # -- passages ----------------------------------------------------------------
+
+    # A document stored under several paths is named by the first; ``also`` lists the rest.
+    _PASSAGE_SQL = (
+        "SELECT p.id, (SELECT group_concat(path, char(31)) FROM "
+        "(SELECT path FROM paths WHERE doc_id = p.doc_id ORDER BY path)), "
+        "p.seq, p.paragraph, p.window, p.windows, p.start, p.end, p.text, p.page, p.section "
+        "FROM passages p "
+    )
+
+    @staticmethod
+    def _passage(row: tuple, doc: str | None = None) -> Passage:
+        pid, paths, seq, paragraph, window, windows, start, end, text, page, section = row
+        names = (paths or "").split("\x1f")
+        if doc is not None and doc in names:
+            names.remove(doc)
+            names.insert(0, doc)
+        return Passage(
+            id=pid, doc=names[0], paragraph=paragraph, window=window, windows=windows, start=start, end=end,
+            text=text, page=page, section=section, seq=seq, also=tuple(names[1:]),
+        )
+
+    def _query_in(self, sql: str, ids: Iterable[int]) -> Iterator[tuple]:
+        """Rows of ``sql`` whose ``{ids}`` placeholder is filled in chunks (SQLite caps parameters)."""
+        ids = [int(i) for i in ids]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
+
+    def passages(self, ids: Iterable[int]) -> dict[int, Passage]:
+        rows = self._query_in(self._PASSAGE_SQL + "WHERE p.id IN ({ids})", ids)
+        return {row[0]: self._passage(row) for row in rows}
+
+    def passages_of(
+        self, doc: str, paragraph: int | None = None, *, seq: int | None = None, page: int | None = None
+    ) -> list[Passage]:
+        """Passages of the document at path ``doc`` in text order, optionally narrowed."""
+        doc_id = self._doc_id(doc)
+        if doc_id is None:
+            return []
+        sql = self._PASSAGE_SQL + "WHERE p.doc_id = ?"
+        params: list = [doc_id]
+        for column, value in (("seq", seq), ("paragraph", paragraph), ("page", page)):
+            if value is not None:
+                sql += f" AND p.{column} = ?"
+                params.append(value)
+        rows = self._query(sql + " ORDER BY p.seq, p.window", params)
+        return [self._passage(row, doc) for row in rows]
+
+    def sentences(self, passage_ids: Iterable[int]) -> dict[int, list[tuple[int, int, int]]]:
+        """``passage id -> [(sentence id, start, end), ...]`` in text order."""
+        ids = list(passage_ids)
+        out: dict[int, list[tuple[int, int, int]]] = {int(i): [] for i in ids}
+        sql = "SELECT passage_id, id, start, end FROM sentences WHERE passage_id IN ({ids}) ORDER BY id"
+        for passage_id, sentence_id, start, end in self._query_in(sql, ids):
+            out[passage_id].append((sentence_id, start, end))
+        return out
+
+    def passage_of_sentences(self, sentence_ids: Iterable[int]) -> dict[int, int]:
+        return dict(self._query_in("SELECT id, passage_id FROM sentences WHERE id IN ({ids})", sentence_ids))
+
+    # -- lexical -----------------------------------------------------------------
+
+    def ids_in(self, docs: Iterable[str]) -> tuple[list[int], list[int], list[int]]:
+        """Document, passage and sentence ids of the documents at paths ``docs``."""
+        doc_ids = sorted({row[0] for row in self._query_in_text("SELECT doc_id FROM paths WHERE path IN ({ids})", docs)})
+        passage_ids = [r[0] for r in self._query_in("SELECT id FROM passages WHERE doc_id IN ({ids})", doc_ids)]
+        sentence_ids = [
+            r[0]
+            for r in self._query_in(
+                "SELECT s.id FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id IN ({ids})", doc_ids
+            )
+        ]
+        return doc_ids, passage_ids, sentence_ids
+
+    def _query_in_text(self, sql: str, values: Iterable[str]) -> Iterator[tuple]:
+        values = list(values)
+        for chunk in range(0, len(values), 500):
+            part = values[chunk : chunk + 500]
+            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
+
+    def lexical(
+        self, match: str, limit: int, only: Sequence[int] | None = None, doc_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """``(passage id, bm25)`` for an FTS5 MATCH expression; larger is better.
+
+        ``only`` restricts to those passage ids, ``doc_ids`` to those documents.
+        """
+        sql = f"SELECT rowid, -{_BM25} FROM passages_fts WHERE passages_fts MATCH ?"
+        params: list = [match]
+        if doc_ids is not None:
+            sql += f" AND rowid IN (SELECT id FROM passages WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
+            params.extend(int(i) for i in doc_ids)
+        if only is not None:
+            if not only:
+                return []
+            sql += f" AND rowid IN ({','.join('?' * len(only))})"
+            params.extend(int(i) for i in only)
+        sql += f" ORDER BY {_BM25} LIMIT ?"
+        params.append(limit)
+        return [(int(r[0]), float(r[1])) for r in self._query(sql, params)]
+
+
+def open_snapshot(folder: str | os.PathLike, *, verify: bool = True) -> Snapshot:
+    return Snapshot(folder, verify=verify)
+
+
