@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,3 @@ class Answer:
         if self.searched is not None:
             out["searched_for"] = self.searched
         return out
-
-
-def as_dict(record) -> dict:
-    return asdict(record)

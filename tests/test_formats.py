@@ -23,7 +23,6 @@ from fakes import FakeEmbedder
 from qa import QA
 from qa.cite import CitationError, format_citation
 from qa.cli import cli
-from qa.store import Snapshot
 
 PDF = "report.pdf"
 DOCX = "manual.docx"
