@@ -80,7 +80,9 @@ class SentenceTransformerEmbedder:
         transformers_logging.set_verbosity_error()
 
         try:
-            self._model = SentenceTransformer(source, device=device)
+            # local_files_only: the environment flags above come too late when
+            # huggingface_hub was imported before (by gradio, say); this never asks a hub.
+            self._model = SentenceTransformer(source, device=device, local_files_only=True)
         except Exception as exc:  # the library raises many kinds; the user needs one line
             raise ModelError(f"cannot load embedding model {self.name!r}: {exc}".splitlines()[0]) from exc
         dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
