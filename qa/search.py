@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from qa.lexical import fts_query, question_terms
+from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
 from qa.store import Snapshot
 
@@ -190,7 +190,8 @@ def search(
     if k < 1:
         raise QueryError("k must be at least 1")
     match = fts_query(question)
-    terms = _stems(question_terms(question))
+    # Only words that carry content count for coverage: "a AND" covers everything.
+    terms = _stems(t for t in question_terms(question) if t not in STOP_WORDS)
     candidates = _candidates(snapshot, np.asarray(query_vector, dtype=np.float32), match, max(pool, k), docs)
     if retriever == "lexical":
         candidates = [c for c in candidates if c.lexical > 0]

@@ -214,3 +214,10 @@ def test_every_indexed_sentence_is_a_whole_sentence_of_its_paragraph(seed_qa):
             whole = {(s.start, s.end) for s in split_sentences(text, Span(*spans[p.paragraph - 1]))}
             fragments += [(p.paragraph, p.window, text[a:b]) for _, a, b in sentences[p.id] if (a, b) not in whole]
     assert fragments == []
+
+
+@pytest.mark.parametrize("question", ["a AND", "what is it?", "Who did that and why?"])
+def test_a_question_of_stop_words_only_is_not_answered(seed_qa, question):
+    """Function words occur in every passage; they must not make a passage look like an answer."""
+    answer = seed_qa.ask(question, k=3)
+    assert answer.answered is False, f"confidence {answer.confidence:.3f}"
