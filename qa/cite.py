@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Iterable
 
 from qa.records import Passage
 from qa.store import Snapshot
@@ -65,12 +66,17 @@ def parse_citation(text: str) -> Citation:
     )
 
 
+def match_document(paths: Iterable[str], ref: str) -> list[str]:
+    """The stored paths ``ref`` may mean: itself if stored, else those it is a file name or path suffix of."""
+    paths = sorted(set(paths))
+    if ref in paths:
+        return [ref]
+    return [p for p in paths if p.endswith("/" + ref)]
+
+
 def resolve_document(snapshot: Snapshot, ref: str) -> str:
     """The stored path meant by ``ref``: the exact path, or a unique file name or path suffix."""
-    paths = [d.path for d in snapshot.documents()]
-    if ref in paths:
-        return ref
-    matches = [p for p in paths if p.endswith("/" + ref) or PurePosixPath(p).name == ref]
+    matches = match_document((d.path for d in snapshot.documents()), ref)
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from qa.cite import match_document
 from qa.records import Hit
 
 logger = logging.getLogger(__name__)
@@ -120,9 +121,7 @@ class _Gold:
         self.paths = sorted(set(paths))
 
     def resolve(self, ref: str, where: str) -> str | None:
-        if ref in self.paths:
-            return ref
-        matches = [p for p in self.paths if p.endswith("/" + ref)]  # a path suffix, or the file name
+        matches = match_document(self.paths, ref)
         if len(matches) > 1:
             raise EvalError(f"{where}: gold doc {ref!r} is ambiguous: {', '.join(matches)}")
         return matches[0] if matches else None

@@ -131,11 +131,14 @@ class Snapshot:
             text=text, page=page, section=section, seq=seq, also=tuple(names[1:]),
         )
 
-    def _query_in(self, sql: str, ids: Iterable[int]) -> Iterator[tuple]:
-        """Rows of ``sql`` whose ``{ids}`` placeholder is filled in chunks (SQLite caps parameters)."""
-        ids = [int(i) for i in ids]
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
+    def _query_in(self, sql: str, values: Iterable, cast=int) -> Iterator[tuple]:
+        """Rows of ``sql`` whose ``{ids}`` placeholder is filled in chunks (SQLite caps parameters).
+
+        ``cast`` turns each value into what SQLite binds (numpy integers it does not).
+        """
+        values = [cast(v) for v in values]
+        for chunk in range(0, len(values), 500):
+            part = values[chunk : chunk + 500]
             yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
 
     def passages(self, ids: Iterable[int]) -> dict[int, Passage]:
@@ -174,7 +177,7 @@ class Snapshot:
 
     def ids_in(self, docs: Iterable[str]) -> tuple[list[int], list[int], list[int]]:
         """Document, passage and sentence ids of the documents at paths ``docs``."""
-        doc_ids = sorted({row[0] for row in self._query_in_text("SELECT doc_id FROM paths WHERE path IN ({ids})", docs)})
+        doc_ids = sorted({row[0] for row in self._query_in("SELECT doc_id FROM paths WHERE path IN ({ids})", docs, str)})
         passage_ids = [r[0] for r in self._query_in("SELECT id FROM passages WHERE doc_id IN ({ids})", doc_ids)]
         sentence_ids = [
             r[0]
@@ -183,12 +186,6 @@ class Snapshot:
             )
         ]
         return doc_ids, passage_ids, sentence_ids
-
-    def _query_in_text(self, sql: str, values: Iterable[str]) -> Iterator[tuple]:
-        values = list(values)
-        for chunk in range(0, len(values), 500):
-            part = values[chunk : chunk + 500]
-            yield from self._query(sql.format(ids=",".join("?" * len(part))), part)
 
     def lexical(
         self, match: str, limit: int, only: Sequence[int] | None = None, doc_ids: Sequence[int] | None = None
