@@ -114,3 +114,262 @@ def test_dimension_mismatch_is_refused(data, tmp_path):
     with pytest.raises(ValueError):
         VectorIndex.load(path, DIM * 2)
     assert len(index) == len(ids)  # refused additions changed nothing
+
+
+# -- size-chosen structure: flat below a threshold, IVF above ----------------------------
+
+import faiss  # noqa: E402
+
+import embeddings.vectors as vectors_module  # noqa: E402
+
+SMALL = 1000  # flat_max for these tests, so that a few thousand vectors make an IVF
+
+
+@pytest.fixture
+def few_probes(monkeypatch):
+    """Probe 12 lists (of 63 for 4000 vectors), so that small test indexes are really approximate.
+
+    On ``clustered`` data one probe gives recall@10 near 0.66, so a search that ignored
+    nprobe would fail the recall checks.
+    """
+    monkeypatch.setattr(vectors_module, "NPROBE_MIN", 12)
+    monkeypatch.setattr(vectors_module, "NPROBE_DIVISOR", 10**9)
+
+
+def clustered(rng: np.random.Generator, n: int, centres: int = 40, spread: float = 1.2) -> np.ndarray:
+    c = unit_vectors(rng, centres)
+    v = c[rng.integers(centres, size=n)] + spread * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(rng: np.random.Generator, vectors: np.ndarray, n: int) -> np.ndarray:
+    q = vectors[rng.choice(len(vectors), size=n, replace=False)]
+    q = q + 0.5 * rng.standard_normal(q.shape).astype(np.float32) / np.sqrt(DIM)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def recall_at(index, ids, vectors, queries, k=10, allowed=None):
+    hits = 0
+    for query in queries:
+        got, _ = index.search(query, k, allowed=allowed)
+        want, _ = brute_force(ids, vectors, query, k)
+        hits += len(set(got.tolist()) & set(want.tolist()))
+    return hits / (k * len(queries))
+
+
+@pytest.fixture
+def big(few_probes, tmp_path):
+    rng = np.random.default_rng(99)
+    n = 4000
+    ids = rng.choice(np.arange(1, 10_000_000), size=n, replace=False).astype(np.int64)
+    vectors = clustered(rng, n)
+    index = VectorIndex(DIM, flat_max=SMALL)
+    index.add(ids.tolist(), vectors)
+    assert index.kind == "flat"  # adding alone never changes the structure
+    index.save(tmp_path / "big.faiss")
+    assert index.kind == "ivf"
+    return index, ids, vectors, near(rng, vectors, 50)
+
+
+def test_flat_until_the_threshold_then_ivf_at_save(tmp_path):
+    rng = np.random.default_rng(5)
+    vectors = clustered(rng, SMALL)
+    index = VectorIndex(DIM, flat_max=SMALL)
+    index.add(list(range(SMALL - 1)), vectors[:-1])
+    index.save(tmp_path / "a.faiss")
+    assert index.kind == "flat" and VectorIndex.load(tmp_path / "a.faiss", DIM, flat_max=SMALL).kind == "flat"
+    index.add([SMALL - 1], vectors[-1:])
+    assert index.kind == "flat"
+    index.save(tmp_path / "b.faiss")
+    assert index.kind == "ivf" and len(index) == SMALL
+    assert isinstance(faiss.read_index(str(tmp_path / "b.faiss")), faiss.IndexIVFFlat)
+    assert VectorIndex.load(tmp_path / "b.faiss", DIM, flat_max=SMALL).kind == "ivf"
+    assert index.describe().startswith("ivf nlist=")
+
+
+def test_ivf_is_approximate_but_recall_at_10_is_high(big):
+    index, ids, vectors, queries = big
+    ivf = index._index
+    assert ivf.nprobe < ivf.nlist  # a real approximation: not every list is scanned
+    assert recall_at(index, ids, vectors, queries) >= 0.95
+    for query in queries[:5]:  # scores are exact inner products, best first
+        got, scores = index.search(query, 10)
+        rows = [int(np.flatnonzero(ids == i)[0]) for i in got]
+        np.testing.assert_allclose(scores, vectors[rows] @ query, atol=1e-5)
+        assert np.all(np.diff(scores) <= 1e-6)
+
+
+def test_ivf_finds_a_stored_vector_first(big):
+    index, ids, vectors, _ = big
+    for row in (0, 17, 3999):
+        got, scores = index.search(vectors[row], 1)
+        assert got.tolist() == [ids[row]] and scores[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ivf_returns_k_results_even_when_the_probed_lists_hold_fewer(big):
+    index, ids, vectors, queries = big
+    got, scores = index.search(queries[0], len(ids) + 10)
+    assert sorted(got.tolist()) == sorted(ids.tolist())
+    want, want_scores = brute_force(ids, vectors, queries[0], len(ids))
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
+def test_ivf_remove_add_and_vectors(big, tmp_path):
+    index, ids, vectors, queries = big
+    gone = ids[::4]
+    assert index.remove(gone.tolist() + [gone[0].item(), 123_456_789_000]) == len(gone)  # repeats, unknowns
+    assert len(index) == len(ids) - len(gone)
+    assert index.remove(gone[:3].tolist()) == 0
+    keep = np.isin(ids, gone, invert=True)
+    for query in queries:
+        got, _ = index.search(query, 50)
+        assert not set(got.tolist()) & set(gone.tolist())
+    assert recall_at(index, ids[keep], vectors[keep], queries) >= 0.95
+    with pytest.raises(RuntimeError):
+        index.vectors([gone[0].item()])
+    pick = np.flatnonzero(keep)[[3, 0, 500, 3]]
+    np.testing.assert_array_equal(index.vectors(ids[pick].tolist()), vectors[pick])
+
+    rng = np.random.default_rng(7)
+    new_ids = np.arange(20_000_000, 20_000_100, dtype=np.int64)
+    new_vectors = clustered(rng, 100)
+    index.add(new_ids.tolist(), new_vectors)
+    np.testing.assert_array_equal(index.vectors(new_ids[[5, 99]].tolist()), new_vectors[[5, 99]])
+    got, _ = index.search(new_vectors[42], 1)
+    assert got.tolist() == [new_ids[42]]
+    all_ids = np.concatenate([ids[keep], new_ids])
+    all_vectors = np.concatenate([vectors[keep], new_vectors])
+    assert recall_at(index, all_ids, all_vectors, queries) >= 0.95
+    index.save(tmp_path / "again.faiss")  # still the same size class: no rebuild
+    assert index.kind == "ivf" and len(index) == len(all_ids)
+
+
+def test_ivf_allowed_is_exact(big):
+    index, ids, vectors, queries = big
+    rng = np.random.default_rng(3)
+    # Enough ids that probing lists in proportion would still skip some: exact only by scoring them.
+    rows = rng.choice(len(ids), size=1500, replace=False)
+    allowed = ids[rows]
+    for query in queries:
+        got, scores = index.search(query, 10, allowed=allowed.tolist())
+        want, want_scores = brute_force(allowed, vectors[rows], query, 10)
+        assert got.tolist() == want.tolist()
+        np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    # Unknown or removed ids in ``allowed`` are ignored, as with a flat index.
+    index.remove(allowed[:100].tolist())
+    with_strangers = allowed.tolist() + [987_654_321]
+    for query in queries[:5]:
+        got, scores = index.search(query, 10, allowed=with_strangers)
+        want, want_scores = brute_force(allowed[100:], vectors[rows[100:]], query, 10)
+        assert got.tolist() == want.tolist()
+        np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    got, _ = index.search(queries[0], 2000, allowed=with_strangers)
+    assert sorted(got.tolist()) == sorted(allowed[100:].tolist())
+
+
+def test_ivf_large_allowed_sets_probe_more_and_stay_inside(big, monkeypatch):
+    index, ids, vectors, queries = big
+    monkeypatch.setattr(vectors_module, "EXACT_ALLOWED_MAX", 10)
+    rows = np.arange(0, len(ids), 3)
+    allowed = ids[rows]
+    for query in queries:
+        got, _ = index.search(query, 10, allowed=allowed.tolist())
+        assert len(got) == 10 and set(got.tolist()) <= set(allowed.tolist())
+    assert recall_at(index, allowed, vectors[rows], queries, allowed=allowed.tolist()) >= 0.95
+
+
+def test_ivf_save_and_load_round_trip(big, tmp_path):
+    index, ids, vectors, queries = big
+    index.remove(ids[:10].tolist())
+    path = tmp_path / "ivf.faiss"
+    index.save(path)
+    loaded = VectorIndex.load(path, DIM, flat_max=SMALL)
+    assert loaded.kind == "ivf" and len(loaded) == len(index)
+    assert loaded.describe() == index.describe()
+    for query in queries:
+        a_ids, a_scores = index.search(query, 25)
+        b_ids, b_scores = loaded.search(query, 25)
+        assert a_ids.tolist() == b_ids.tolist()
+        np.testing.assert_array_equal(a_scores, b_scores)
+    np.testing.assert_array_equal(loaded.vectors(ids[10:20].tolist()), vectors[10:20])
+    assert loaded.remove(ids[10:15].tolist()) == 5  # the direct map survived the file
+    with pytest.raises(ValueError):
+        VectorIndex.load(path, DIM + 1)
+
+
+def test_ivf_shrinks_back_to_flat(big, tmp_path):
+    index, ids, vectors, queries = big
+    index.remove(ids[: len(ids) - SMALL // 2].tolist())  # SMALL // 2 left: not yet below
+    index.save(tmp_path / "a.faiss")
+    assert index.kind == "ivf"
+    index.remove([ids[-1].item()])
+    index.save(tmp_path / "b.faiss")
+    assert index.kind == "flat" and len(index) == SMALL // 2 - 1
+    left_ids, left_vectors = ids[len(ids) - SMALL // 2 : -1], vectors[len(ids) - SMALL // 2 : -1]
+    for query in queries[:10]:  # exact again
+        got, scores = index.search(query, 20)
+        want, want_scores = brute_force(left_ids, left_vectors, query, 20)
+        assert got.tolist() == want.tolist()
+        np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    np.testing.assert_array_equal(index.vectors(left_ids[:5].tolist()), left_vectors[:5])
+    assert VectorIndex.load(tmp_path / "b.faiss", DIM, flat_max=SMALL).kind == "flat"
+
+
+def test_ivf_is_retrained_when_it_has_grown_fourfold(tmp_path):
+    rng = np.random.default_rng(11)
+    vectors = clustered(rng, 26_000)
+    index = VectorIndex(DIM, flat_max=SMALL)
+    index.add(list(range(1600)), vectors[:1600])
+    index.save(tmp_path / "a.faiss")
+    first = index._index.nlist
+    index.add(list(range(1600, 6000)), vectors[1600:6000])  # 3.75x: keep the lists
+    index.save(tmp_path / "b.faiss")
+    assert index._index.nlist == first
+    index.add(list(range(6000, 26_000)), vectors[6000:])  # 16x: retrain
+    index.save(tmp_path / "c.faiss")
+    assert index._index.nlist >= 2 * first and len(index) == 26_000
+    ids = np.arange(26_000, dtype=np.int64)
+    assert recall_at(index, ids, vectors, near(rng, vectors, 40)) >= 0.95
+    np.testing.assert_array_equal(index.vectors([0, 25_999]), vectors[[0, 25_999]])
+
+
+def test_the_same_content_gives_the_same_ivf(few_probes, tmp_path):
+    rng = np.random.default_rng(21)
+    ids = rng.choice(np.arange(100_000), size=3000, replace=False).astype(np.int64)
+    vectors = clustered(rng, 3000)
+    a, b = VectorIndex(DIM, flat_max=SMALL), VectorIndex(DIM, flat_max=SMALL)
+    a.add(ids.tolist(), vectors)
+    order = rng.permutation(3000)
+    b.add(ids[order].tolist(), vectors[order])
+    a.save(tmp_path / "a.faiss")
+    b.save(tmp_path / "b.faiss")
+    for query in near(rng, vectors, 20):
+        a_ids, a_scores = a.search(query, 10)
+        b_ids, b_scores = b.search(query, 10)
+        assert a_ids.tolist() == b_ids.tolist()
+        np.testing.assert_allclose(a_scores, b_scores, atol=1e-6)
+
+
+def test_a_flat_file_from_before_loads_and_converts_at_the_next_save(tmp_path):
+    rng = np.random.default_rng(8)
+    vectors = clustered(rng, 1500)
+    ids = np.arange(100, 1600, dtype=np.int64)
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))  # what earlier versions wrote
+    old.add_with_ids(vectors, ids)
+    faiss.write_index(old, str(tmp_path / "old.faiss"))
+    index = VectorIndex.load(tmp_path / "old.faiss", DIM, flat_max=SMALL)
+    assert index.kind == "flat" and len(index) == 1500
+    query = near(rng, vectors, 1)[0]
+    got, _ = index.search(query, 10)
+    assert got.tolist() == brute_force(ids, vectors, query, 10)[0].tolist()
+    index.save(tmp_path / "new.faiss")
+    assert index.kind == "ivf"
+    np.testing.assert_array_equal(index.vectors(ids[[0, 1499]].tolist()), vectors[[0, 1499]])
+    # The default threshold leaves an index of this size flat.
+    assert VectorIndex.load(tmp_path / "old.faiss", DIM).kind == "flat"
+
+
+def test_an_unsupported_index_file_is_refused(tmp_path):
+    faiss.write_index(faiss.IndexFlatIP(DIM), str(tmp_path / "plain.faiss"))
+    with pytest.raises(ValueError):
+        VectorIndex.load(tmp_path / "plain.faiss", DIM)
