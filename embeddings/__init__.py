@@ -9,6 +9,7 @@ from embeddings.model import (
     Embedder,
     ModelError,
     canonical_model_name,
+    encode_passages,
     load_embedder,
     resolve_model,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ModelError",
     "VectorIndex",
     "canonical_model_name",
+    "encode_passages",
     "load_embedder",
     "resolve_model",
 ]

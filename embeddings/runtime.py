@@ -1,0 +1,152 @@
+"""Run an exported sentence-transformers model with OpenVINO, without PyTorch.
+
+The model was exported once by ``embeddings.export`` into an OpenVINO IR folder
+(``model.xml`` + ``model.bin``, the ``tokenizer.json`` and a ``pooling.json``).
+This module loads that folder with the ``openvino`` and ``tokenizers`` packages
+only, so a question is embedded in a process that never imports torch: ``qa
+ask`` starts in about a second instead of ten.
+
+On this project's 2-core CPU the OpenVINO CPU plugin runs all-MiniLM-L6-v2 about
+1.7 times faster than PyTorch at fp32, with the same vectors (cosine >= 0.9999).
+
+``encode_passages`` embeds a passage and, in the same forward pass, each of its
+sentences: a sentence's vector is the mean of the passage's token embeddings
+that fall inside the sentence. Sentences thus cost no extra model work, and
+their vectors carry the passage's context.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IR_FILE = "model.xml"
+TOKENIZER_FILE = "tokenizer.json"
+POOLING_FILE = "pooling.json"
+# Texts of similar length share a batch, so little of it is padding.
+BATCH_SIZE = 32
+
+
+class RuntimeEmbedder:
+    """A sentence-transformers model (Transformer + mean or CLS pooling) on OpenVINO."""
+
+    backend = "openvino"
+
+    def __init__(self, folder: str | Path, *, name: str, threads: int = 0) -> None:
+        import openvino as ov
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        settings = json.loads((folder / POOLING_FILE).read_text(encoding="utf-8"))
+        self.name = name
+        self.dimension = int(settings["dimension"])
+        self.pooling = settings["pooling"]  # "mean" or "cls"
+        max_seq_length = int(settings["max_seq_length"])
+        self.max_tokens = max_seq_length - 2  # [CLS] and [SEP]
+
+        self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self._tokenizer.no_padding()  # we pad each batch to its own longest text
+        self._tokenizer.enable_truncation(max_seq_length)
+        self._plain = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self._plain.no_padding()
+        self._plain.no_truncation()
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        # OpenVINO keeps the compiled blob next to the IR: later starts skip compiling.
+        try:
+            core.set_property({"CACHE_DIR": str(folder / "compiled")})
+        except Exception:  # a read-only folder only costs compile time
+            logger.debug("no OpenVINO compile cache in %s", folder)
+        self._model = core.compile_model(str(folder / IR_FILE), "CPU", config)
+        self._inputs = {port.get_any_name() for port in self._model.inputs}
+        self._local = threading.local()
+
+    # -- the Embedder protocol ---------------------------------------------------------
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
+        vectors, _ = self.encode_passages(texts, (), batch_size=batch_size)
+        return vectors
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        encoding = self._plain.encode(text, add_special_tokens=False)
+        return [(int(s), int(e)) for s, e in encoding.offsets]
+
+    def encode_passages(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[tuple[int, int, int]],
+        *,
+        batch_size: int = BATCH_SIZE,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors for ``texts`` and for each ``(text index, start, end)`` character span.
+
+        A span's vector pools the tokens of its text that lie inside it; a span
+        with no token of its own (blank, or cut off by truncation) gets its
+        text's vector.
+        """
+        texts = list(texts)
+        text_vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        span_vectors = np.zeros((len(spans), self.dimension), dtype=np.float32)
+        if not texts:
+            return text_vectors, span_vectors
+        by_text: dict[int, list[int]] = {}
+        for row, (text_index, _, _) in enumerate(spans):
+            by_text.setdefault(text_index, []).append(row)
+
+        encodings = self._tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
+        for at in range(0, len(order), batch_size):
+            batch = order[at : at + batch_size]
+            hidden, mask = self._run([encodings[i] for i in batch])
+            for row, i in enumerate(batch):
+                tokens = hidden[row, : int(mask[row].sum())]
+                text_vectors[i] = tokens[0] if self.pooling == "cls" else tokens.mean(axis=0)
+                if i in by_text:
+                    self._pool_spans(encodings[i], tokens, text_vectors[i], spans, by_text[i], span_vectors)
+        return _normalise(text_vectors), _normalise(span_vectors)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _run(self, encodings) -> tuple[np.ndarray, np.ndarray]:
+        length = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), length), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        request = getattr(self._local, "request", None)
+        if request is None:  # one infer request per thread: a request is not shareable
+            request = self._local.request = self._model.create_infer_request()
+        request.infer(feed)
+        # The output tensor is the request's own buffer, overwritten by its next call.
+        hidden = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        return hidden, mask
+
+    @staticmethod
+    def _pool_spans(encoding, tokens, fallback, spans, rows, out) -> None:
+        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+        real = (np.asarray(encoding.special_tokens_mask) == 0) & (offsets[:, 1] > offsets[:, 0])
+        starts, ends = offsets[:, 0], offsets[:, 1]
+        for row in rows:
+            _, start, end = spans[row]
+            inside = real & (starts >= start) & (ends <= end)
+            out[row] = tokens[inside].mean(axis=0) if inside.any() else fallback
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)

@@ -1,0 +1,178 @@
+"""The OpenVINO runtime: same vectors as PyTorch, sentences pooled in one pass, an export
+cache that is safe to share, and commands that never import PyTorch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import ModelError, encode_passages, load_embedder, resolve_model
+from embeddings.export import cache_root
+from embeddings.model import SentenceTransformerEmbedder
+from embeddings.runtime import RuntimeEmbedder
+
+pytestmark = pytest.mark.model
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+HEAVY = ("torch", "sentence_transformers", "transformers")
+
+TEXTS = [
+    "The tidal barrier across Kestrel Bay will be finished in 2031.",
+    "Who voted against it?",
+    "Council members argued for three hours before the vote; the farms on the northern "
+    "marshes will be flooded twice a year so that the town stays dry.",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_embedder():
+    return SentenceTransformerEmbedder()
+
+
+def test_the_default_model_runs_on_openvino(real_embedder):
+    assert isinstance(real_embedder, RuntimeEmbedder)
+    assert real_embedder.backend == "openvino" and real_embedder.dimension == 384 and real_embedder.max_tokens == 254
+
+
+def test_runtime_vectors_are_the_pytorch_vectors(real_embedder, torch_embedder):
+    ours = real_embedder.encode(TEXTS)
+    theirs = torch_embedder.encode(TEXTS)
+    assert ours.shape == theirs.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert (ours * theirs).sum(axis=1).min() > 0.9999
+    # Batching and padding change nothing: each text alone gives the same vector.
+    alone = np.vstack([real_embedder.encode([t]) for t in TEXTS])
+    assert np.allclose(alone, ours, atol=1e-4)
+
+
+def test_token_offsets_are_the_tokenizer_offsets(real_embedder, torch_embedder):
+    text = "Kestrel Bay's barrier costs £1.2 billion."
+    assert real_embedder.token_offsets(text) == torch_embedder.token_offsets(text)
+
+
+def test_sentence_vectors_are_pooled_from_the_passage_pass(real_embedder):
+    passage = (
+        "The barrier will cost 1.2 billion pounds. Farmers on the northern marshes objected. "
+        "The mayor said the town had no other choice."
+    )
+    second, third = passage.index("Farmers"), passage.index("The mayor")
+    bounds = [(0, second - 1), (second, third - 1), (third, len(passage))]
+    spans = [(0, s, e) for s, e in bounds]
+    passage_vector, sentence_vectors = real_embedder.encode_passages([passage], spans)
+    alone = real_embedder.encode([passage[s:e] for s, e in bounds])
+    assert np.allclose(passage_vector, real_embedder.encode([passage]), atol=1e-4)
+    assert np.allclose(np.linalg.norm(sentence_vectors, axis=1), 1.0, atol=1e-5)
+    # Each pooled sentence is nearest to the same sentence encoded alone, not to its neighbours.
+    similarity = sentence_vectors @ alone.T
+    assert list(similarity.argmax(axis=1)) == [0, 1, 2]
+    assert all(similarity[i, i] > 0.6 for i in range(3))
+    # A span with no token of its own falls back to its passage's vector.
+    _, empty = real_embedder.encode_passages([passage], [(0, second - 1, second)])  # a blank
+    assert np.allclose(empty[0], passage_vector[0], atol=1e-6)
+
+
+def test_an_embedder_without_encode_passages_encodes_each_sentence(torch_embedder):
+    texts = ["One sentence. Another one.", "Alone."]
+    passages, sentences = encode_passages(torch_embedder, texts, [(0, 0, 13), (0, 14, 26), (1, 0, 6)])
+    assert np.allclose(passages, torch_embedder.encode(texts), atol=1e-5)
+    assert np.allclose(sentences, torch_embedder.encode(["One sentence.", "Another one.", "Alone."]), atol=1e-5)
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    folder = tmp_path / "my-model"
+    shutil.copytree(resolve_model(None), folder)
+    return folder
+
+
+def test_export_goes_to_the_cache_once_and_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
+    model = _copy_model(tmp_path)
+    first = load_embedder(str(model))
+    assert isinstance(first, RuntimeEmbedder)
+    exported = [p for p in cache_root().iterdir()]
+    assert len(exported) == 1 and (exported[0] / "model.xml").is_file() and not exported[0].name.startswith(".")
+    # A second load reuses the export; changing the model's files makes a new one.
+    again = load_embedder(str(model))
+    assert np.allclose(again.encode(TEXTS), first.encode(TEXTS), atol=1e-6)
+    assert len(list(cache_root().iterdir())) == 1
+    config = model / "config.json"
+    config.write_text(config.read_text())  # same bytes, new mtime
+    os.utime(config, ns=(1, 1))
+    load_embedder(str(model))
+    assert len(list(cache_root().iterdir())) == 2
+
+
+def test_a_model_the_runtime_cannot_reproduce_runs_on_pytorch(tmp_path, monkeypatch):
+    monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
+    model = _copy_model(tmp_path)
+    pooling = model / "1_Pooling" / "config.json"
+    settings = json.loads(pooling.read_text())
+    settings.update(pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True)
+    pooling.write_text(json.dumps(settings))
+    embedder = load_embedder(str(model))
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    assert not cache_root().exists() or not list(cache_root().iterdir())
+    monkeypatch.setenv("QA_BACKEND", "openvino")
+    with pytest.raises(ModelError, match="cannot run model .* on OpenVINO: pooling"):
+        load_embedder(str(model))
+    monkeypatch.setenv("QA_BACKEND", "fast")
+    with pytest.raises(ModelError, match="QA_BACKEND must be auto, torch or openvino"):
+        load_embedder(str(model))
+
+
+def test_a_damaged_export_falls_back_to_pytorch(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
+    model = _copy_model(tmp_path)
+    load_embedder(str(model))
+    (exported,) = cache_root().iterdir()
+    (exported / "model.xml").write_text("<net>not a model</net>")
+    shutil.rmtree(exported / "compiled", ignore_errors=True)
+    embedder = load_embedder(str(model))
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    assert embedder.encode(["still works"]).shape == (1, 384)
+
+
+def _run_cli(args: list[str], env: dict) -> dict:
+    """Run the ``qa`` CLI in a fresh interpreter; what it printed and which heavy modules it imported."""
+    probe = (
+        "import json, sys\n"
+        "from qa.cli import cli\n"
+        "try:\n"
+        f"    cli.main(args={args!r}, prog_name='qa')\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
+        "print(json.dumps({'code': code, 'heavy': heavy}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    return {**report, "stdout": done.stdout}
+
+
+def test_commands_never_import_pytorch_once_the_model_is_exported(tmp_path, real_embedder):
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    env.pop("QA_MODEL", None)
+    index = str(tmp_path / "index")
+    docs = tmp_path / "docs"
+    shutil.copytree(SEEDS, docs)
+    # The session's real_embedder has exported the default model into the cache already.
+    first = _run_cli(["index", str(docs), "--index", index], env)
+    assert first["code"] == 0 and first["heavy"] == []
+
+    asked = _run_cli(["ask", "How much will the barrier cost?", "--index", index, "--json"], env)
+    assert asked["code"] == 0 and asked["heavy"] == []
+    best = json.loads(asked["stdout"])["results"][0]
+    assert best["doc"].endswith("000_kestrel_bay_tidal_barrier.txt") and "212 million euros" in best["text"]
+
+    for args in (["list", "--index", index], ["show", best["citation"], "--index", index],
+                 ["index", str(docs), "--index", index]):
+        ran = _run_cli(args, env)
+        assert ran["code"] == 0 and ran["heavy"] == [], args
