@@ -67,7 +67,10 @@ class RuntimeEmbedder:
             core.set_property({"CACHE_DIR": str(folder / "compiled")})
         except Exception:  # a read-only folder only costs compile time
             logger.debug("no OpenVINO compile cache in %s", folder)
-        self._model = core.compile_model(str(folder / IR_FILE), "CPU", config)
+        self._core, self._ir, self._config = core, str(folder / IR_FILE), config
+        self._model = core.compile_model(self._ir, "CPU", config)
+        self._throughput = None  # compiled on the first large job
+        self._compile_lock = threading.Lock()
         self._inputs = {port.get_any_name() for port in self._model.inputs}
         self._local = threading.local()
 
@@ -105,19 +108,56 @@ class RuntimeEmbedder:
 
         encodings = self._tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
-        for at in range(0, len(order), batch_size):
-            batch = order[at : at + batch_size]
-            hidden, mask = self._run([encodings[i] for i in batch])
+        batches = [order[at : at + batch_size] for at in range(0, len(order), batch_size)]
+
+        def pool(batch: list[int], hidden: np.ndarray, mask: np.ndarray) -> None:
             for row, i in enumerate(batch):
                 tokens = hidden[row, : int(mask[row].sum())]
                 text_vectors[i] = tokens[0] if self.pooling == "cls" else tokens.mean(axis=0)
                 if i in by_text:
                     self._pool_spans(encodings[i], tokens, text_vectors[i], spans, by_text[i], span_vectors)
+
+        if len(batches) < 3:
+            for batch in batches:
+                feed = self._feed([encodings[i] for i in batch])
+                pool(batch, self._infer(feed), feed["attention_mask"])
+        else:
+            self._stream(batches, encodings, pool)
         return _normalise(text_vectors), _normalise(span_vectors)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _run(self, encodings) -> tuple[np.ndarray, np.ndarray]:
+    def _stream(self, batches, encodings, pool) -> None:
+        """Many batches: one single-threaded stream per core, each on its own batch.
+
+        Two streams keep both cores busy through the parts of a forward pass that
+        one stream cannot split, so large jobs (indexing) run faster than with
+        one latency-tuned stream; questions keep the latency-tuned model.
+        """
+        import openvino as ov
+
+        with self._compile_lock:
+            if self._throughput is None:
+                self._throughput = self._core.compile_model(self._ir, "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
+        queue = ov.AsyncInferQueue(self._throughput)
+        failures: list[BaseException] = []
+
+        def done(request, job) -> None:
+            batch, mask = job
+            try:
+                pool(batch, np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True), mask)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failures.append(exc)
+
+        queue.set_callback(done)
+        for batch in batches:
+            feed = self._feed([encodings[i] for i in batch])
+            queue.start_async(feed, (batch, feed["attention_mask"]))
+        queue.wait_all()
+        if failures:
+            raise failures[0]
+
+    def _feed(self, encodings) -> dict[str, np.ndarray]:
         length = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), length), dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -127,13 +167,15 @@ class RuntimeEmbedder:
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
+        return feed
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         request = getattr(self._local, "request", None)
         if request is None:  # one infer request per thread: a request is not shareable
             request = self._local.request = self._model.create_infer_request()
         request.infer(feed)
         # The output tensor is the request's own buffer, overwritten by its next call.
-        hidden = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-        return hidden, mask
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     @staticmethod
     def _pool_spans(encoding, tokens, fallback, spans, rows, out) -> None:
