@@ -176,3 +176,13 @@ def test_commands_never_import_pytorch_once_the_model_is_exported(tmp_path, real
                  ["index", str(docs), "--index", index]):
         ran = _run_cli(args, env)
         assert ran["code"] == 0 and ran["heavy"] == [], args
+
+
+def test_large_jobs_on_two_streams_give_the_same_vectors(real_embedder):
+    paragraphs = [p for f in sorted(SEEDS.glob("*.txt")) for p in f.read_text().split("\n\n") if p.strip()]
+    texts = (paragraphs * 8)[:100]  # more than three batches: the streamed path
+    spans = [(i, 0, text.find(". ") + 1 or len(text)) for i, text in enumerate(texts)]
+    streamed, sentences = real_embedder.encode_passages(texts, spans)
+    one_by_one = [real_embedder.encode_passages([t], [(0, s, e)]) for t, (_, s, e) in zip(texts, spans)]
+    assert np.allclose(streamed, np.vstack([p for p, _ in one_by_one]), atol=1e-4)
+    assert np.allclose(sentences, np.vstack([s for _, s in one_by_one]), atol=1e-4)
