@@ -105,7 +105,10 @@ def split_sentences(text: str, span: Span) -> list[Span]:
     chunk = chunk.replace("\r", " ").replace("\n", " ")
     sentences: list[Span] = []
     cursor = 0
-    for piece in _segmenter().segment(chunk):
+    # ``processor().process()`` is what ``segment()`` runs before it searches every
+    # sentence back with a regex of its own; we locate sentences with str.find
+    # below, so skipping that search gives the same sentences in two thirds the time.
+    for piece in _segmenter().processor(chunk).process() if chunk else ():
         piece = piece.strip()
         if not piece:
             continue
