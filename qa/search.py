@@ -2,11 +2,21 @@
 
 Four signals are computed for the same candidate passages (the union of each
 retriever's top hits): bm25, the passage's cosine, its best sentence's cosine,
-and the largest share of the question's words found in one of its sentences
-(an answer is usually one sentence that repeats some of the question). Each is
-standardised to z-scores over the candidates and the four are summed: z-scores
-put bm25's unbounded scale and cosine's narrow one on the same footing
-without a weight to tune per corpus.
+and the largest weighted share of the question's words found in one of its
+sentences (an answer is usually one sentence that repeats some of the
+question). Each is standardised to z-scores over the candidates and the four
+are summed: z-scores put bm25's unbounded scale and cosine's narrow one on the
+same footing without a weight to tune per corpus.
+
+In that share each question word counts by its idf among the candidates,
+``ln(1 + (n - df + 0.5) / (df + 0.5))`` with ``df`` the number of the ``n``
+candidate passages containing it: a word that most candidates contain (the
+article's subject, "Huguenot" in every Huguenot passage) says little about
+which of them answers, while a word few of them contain singles the answer
+out. Counting over the candidates rather than the whole index needs no corpus
+statistics and measures exactly what the ranking has to tell apart. On the
+SQuAD dev set (bench/quality.py) this took recall@1 from 0.877 to 0.884,
+gaining on the odd- and the even-numbered questions alike.
 """
 
 from __future__ import annotations
@@ -131,19 +141,38 @@ def _stems(words) -> set[str]:
     return {w[:5] for w in words}
 
 
+def _words(text: str) -> set[str]:
+    return _stems(w.lower() for w in _WORD.findall(text))
+
+
 def _coverage(terms: set[str], text: str) -> float:
     """Share of the question's (stemmed) words that occur in ``text``."""
     if not terms:
         return 0.0
-    return len(terms & _stems(w.lower() for w in _WORD.findall(text))) / len(terms)
+    return len(terms & _words(text)) / len(terms)
 
 
-def _sentence_coverage(candidate: _Candidate, passage, terms: set[str]) -> float:
-    """The largest share of the question's words found in one sentence of the passage."""
-    return max(
-        (_coverage(terms, passage.text[start - passage.start : end - passage.start]) for start, end, _ in candidate.sentences),
-        default=0.0,
-    )
+def _sentence_words(candidate: _Candidate, passage) -> list[set[str]]:
+    """The (stemmed) words of each sentence of the passage."""
+    return [_words(passage.text[start - passage.start : end - passage.start]) for start, end, _ in candidate.sentences]
+
+
+def _term_weights(terms: set[str], passages_words: Sequence[set[str]]) -> dict[str, float]:
+    """Each question word's idf among the candidate passages (given by their words), as bm25 computes it."""
+    n = len(passages_words)
+    df = dict.fromkeys(terms, 0)
+    for words in passages_words:
+        for term in terms & words:
+            df[term] += 1
+    return {term: float(np.log1p((n - d + 0.5) / (d + 0.5))) for term, d in df.items()}
+
+
+def _weighted_coverage(weights: dict[str, float], sentences_words: Sequence[set[str]]) -> float:
+    """The largest idf-weighted share of the question's words found in one of the sentences."""
+    total = sum(weights.values())
+    if not total:
+        return 0.0
+    return max((sum(weights[t] for t in weights.keys() & words) / total for words in sentences_words), default=0.0)
 
 
 def _highlight(candidate: _Candidate, passage, terms: set[str]) -> tuple[int, int]:
@@ -200,7 +229,9 @@ def search(
     passages = snapshot.passages(c.passage_id for c in candidates)
     coverage = None
     if retriever == "hybrid":
-        coverage = np.array([_sentence_coverage(c, passages[c.passage_id], terms) for c in candidates])
+        words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
+        weights = _term_weights(terms, [set().union(*w) for w in words])
+        coverage = np.array([_weighted_coverage(weights, w) for w in words])
     scores = _fuse(candidates, retriever, coverage)
     order = np.argsort(-scores, kind="stable")[: 4 * k]
     order = _one_window_per_paragraph(order, candidates, passages)[:k]
