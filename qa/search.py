@@ -21,6 +21,8 @@ gaining on the odd- and the even-numbered questions alike.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -141,8 +143,11 @@ def _stems(words) -> set[str]:
     return {w[:5] for w in words}
 
 
-def _words(text: str) -> set[str]:
-    return _stems(w.lower() for w in _WORD.findall(text))
+@lru_cache(maxsize=32768)
+def _words(text: str) -> frozenset[str]:
+    # Cached: the same sentences come back as candidates question after question,
+    # and finding their words is most of a search's own time.
+    return frozenset(_stems(w.lower() for w in _WORD.findall(text)))
 
 
 def _coverage(terms: set[str], text: str) -> float:
