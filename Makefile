@@ -31,6 +31,7 @@ test: $(VENV)/.installed chromium
 
 bench: $(VENV)/.installed
 	$(PY) bench/quality.py
+	$(PY) bench/speed.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

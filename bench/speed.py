@@ -1,0 +1,217 @@
+"""Speed and scale, beside the textbook pipeline, in one run.
+
+    python bench/speed.py [--data ../shared/bench/squad-dev] [--sizes 100000,1000000] [--no-torch]
+
+Every measurement runs in its own child process, so each one's peak memory
+(``ru_maxrss``) and start-up cost are its own:
+
+- ``textbook``: the pipeline of every tutorial. Split the files on blank lines,
+  ``SentenceTransformer.encode`` with its defaults, ``faiss.IndexFlatIP``; then
+  single questions (encode + search).
+- ``ours``: ``QA.index`` of the same folder with the default back end (passages
+  and, pooled from the same forward pass, every sentence), then ``qa ask``-style
+  single questions (``QA.ask``, hybrid) and ``qa batch`` throughput
+  (``QA.ask_many``), and recall@1 on the labeled questions.
+- ``ours-torch`` (skip with ``--no-torch``): the same with ``QA_BACKEND=torch``,
+  PyTorch fp32, each sentence encoded on its own: the pipeline before the
+  OpenVINO runtime, and the fp32 reference for recall@1.
+- ``cold``: wall time of the ``qa ask`` command, process start to answer, on
+  the index built by ``ours`` (median of 3), and whether it imported torch.
+- synthetic vector indexes (``bench/scale.py``): build time, memory, latency
+  and recall@10 against exact search at each of ``--sizes``.
+
+Prints markdown tables and then one JSON line with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUERY_SAMPLE = 300  # single questions timed per pipeline (after 10 to warm up)
+
+
+def _peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"p50_ms": round(statistics.median(ms), 1), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 1)}
+
+
+def _questions(data: Path) -> list[dict]:
+    with open(data / "questions.jsonl", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _sample(questions: list[dict]) -> list[str]:
+    step = max(1, len(questions) // QUERY_SAMPLE)
+    return [q["question"] for q in questions[::step]][:QUERY_SAMPLE]
+
+
+# -- phases, each in a child process ------------------------------------------------------
+
+
+def phase_textbook(data: Path, _index: Path) -> dict:
+    import faiss
+    from sentence_transformers import SentenceTransformer
+
+    from embeddings import resolve_model
+
+    started = time.perf_counter()
+    model = SentenceTransformer(resolve_model(None), device="cpu", local_files_only=True)
+    load = time.perf_counter() - started
+    started = time.perf_counter()
+    paragraphs = []
+    for path in sorted((data / "docs").iterdir()):
+        paragraphs += [block.strip() for block in path.read_text(encoding="utf-8").split("\n\n") if block.strip()]
+    vectors = model.encode(paragraphs)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    seconds = time.perf_counter() - started
+    timings = []
+    for i, question in enumerate(_sample(_questions(data))[: QUERY_SAMPLE + 10]):
+        t = time.perf_counter()
+        index.search(model.encode([question]), 5)
+        if i >= 10:
+            timings.append(time.perf_counter() - t)
+    return {
+        "model_load_s": round(load, 2),
+        "index_s": round(seconds, 2),
+        "passages": len(paragraphs),
+        "passages_per_s": round(len(paragraphs) / seconds, 1),
+        "sentences": 0,
+        **_percentiles(timings),
+        "peak_mb": _peak_mb(),
+    }
+
+
+def phase_ours(data: Path, index: Path) -> dict:
+    from qa import QA
+    from qa.evaluate import evaluate, read_labeled
+
+    qa = QA(index)
+    started = time.perf_counter()
+    embedder = qa.embedder
+    load = time.perf_counter() - started
+    started = time.perf_counter()
+    report = qa.index([data / "docs"])
+    seconds = time.perf_counter() - started
+    questions = _questions(data)
+    timings = []
+    for i, question in enumerate(_sample(questions)[: QUERY_SAMPLE + 10]):
+        t = time.perf_counter()
+        qa.ask(question, k=5)
+        if i >= 10:
+            timings.append(time.perf_counter() - t)
+    started = time.perf_counter()
+    answered = sum(1 for _ in qa.ask_many(((None, q["question"]) for q in questions), k=5))
+    batch = time.perf_counter() - started
+    quality = evaluate(qa, read_labeled(data / "questions.jsonl"), retriever="hybrid", k=10)
+    return {
+        "backend": getattr(embedder, "backend", "?"),
+        "model_load_s": round(load, 2),
+        "index_s": round(seconds, 2),
+        "passages": report.passages_embedded,
+        "passages_per_s": round(report.passages_embedded / seconds, 1),
+        "sentences": report.sentences_embedded,
+        **_percentiles(timings),
+        "batch_questions_per_s": round(answered / batch, 1),
+        "recall@1": quality["recall@1"],
+        "recall@5": quality["recall@5"],
+        "peak_mb": _peak_mb(),
+    }
+
+
+PHASES = {"textbook": phase_textbook, "ours": phase_ours}
+
+
+def run_phase(name: str, data: Path, index: Path, env: dict | None = None) -> dict:
+    command = [sys.executable, __file__, "--phase", name, "--data", str(data), "--index", str(index)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"phase {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cold_start(index: Path, question: str, runs: int = 3) -> dict:
+    """Wall time of the ``qa ask`` command, and whether that process imported torch."""
+    qa_command = Path(sys.executable).with_name("qa")
+    probe = (
+        "import runpy, sys, atexit\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+        f"sys.argv = ['qa', 'ask', {question!r}, '--index', {str(index)!r}]\n"
+        f"runpy.run_path({str(qa_command)!r}, run_name='__main__')\n"
+    )
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run([str(qa_command), "ask", question, "--index", str(index)], capture_output=True, text=True)
+        walls.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"qa ask failed: {done.stderr.strip()}")
+    probed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return {"qa_ask_s": round(statistics.median(walls), 2), "torch_imported": "torch imported: True" in probed.stderr}
+
+
+def table(rows: list[dict], header: list[str]) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "bench" / "squad-dev")
+    parser.add_argument("--sizes", default="100000,1000000", help="synthetic index sizes, comma-separated ('' for none)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch back end row")
+    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(PHASES[args.phase](args.data, args.index)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="qa-speed-"))
+    rows = [{"pipeline": "textbook (blank-line split, ST encode, IndexFlatIP)", **run_phase("textbook", args.data, work / "x")}]
+    ours = run_phase("ours", args.data, work / "ours")
+    rows.append({"pipeline": f"ours ({ours['backend']}, passages + pooled sentences)", **ours})
+    if not args.no_torch:
+        torch_row = run_phase("ours", args.data, work / "torch", env={"QA_BACKEND": "torch"})
+        rows.append({"pipeline": "ours on PyTorch fp32 (sentences encoded alone)", **torch_row})
+    textbook = rows[0]["index_s"]
+    for row in rows:
+        row["speed_vs_textbook"] = f"{textbook / row['index_s']:.2f}x"
+    table(rows, ["pipeline", "index_s", "passages", "sentences", "passages_per_s", "speed_vs_textbook",
+                 "p50_ms", "p95_ms", "batch_questions_per_s", "recall@1", "peak_mb"])
+
+    cold = cold_start(work / "ours", _questions(args.data)[0]["question"])
+    print(f"\nqa ask cold start: {cold['qa_ask_s']} s (torch imported: {cold['torch_imported']})")
+
+    synthetic = []
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if sizes:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from scale import synthetic_table
+
+        synthetic = synthetic_table(sizes=tuple(sizes))
+        print()
+        table(synthetic, list(synthetic[0]))
+    print(json.dumps({"pipelines": rows, "cold_start": cold, "synthetic": synthetic}))
+
+
+if __name__ == "__main__":
+    main()
