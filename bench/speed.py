@@ -166,11 +166,21 @@ def cold_start(index: Path, question: str, runs: int = 3) -> dict:
     return {"qa_ask_s": round(statistics.median(walls), 2), "torch_imported": "torch imported: True" in probed.stderr}
 
 
+def _cell(key: str, value) -> str:
+    if key.endswith("_bytes") and isinstance(value, (int, float)):
+        return f"{value / 2**20:,.0f} MB"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
 def table(rows: list[dict], header: list[str]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
+        print("| " + " | ".join(_cell(h, row.get(h, "")) for h in header) + " |")
 
 
 def main() -> None:
