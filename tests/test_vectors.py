@@ -86,6 +86,16 @@ def test_vectors_survive_removal_of_others(data):
     np.testing.assert_array_equal(index.vectors(ids[150:160].tolist()), vectors[150:160])
 
 
+def _assert_same_answers(index, loaded, queries, ids, vectors) -> None:
+    """``loaded`` finds what ``index`` finds, with the same scores, and holds the same vectors."""
+    for query in queries:
+        a_ids, a_scores = index.search(query, 25)
+        b_ids, b_scores = loaded.search(query, 25)
+        assert a_ids.tolist() == b_ids.tolist()
+        np.testing.assert_array_equal(a_scores, b_scores)
+    np.testing.assert_array_equal(loaded.vectors(ids[10:20].tolist()), vectors[10:20])
+
+
 def test_save_and_load_round_trip(data, tmp_path):
     index, ids, vectors, queries = data
     index.remove(ids[:10].tolist())
@@ -93,12 +103,7 @@ def test_save_and_load_round_trip(data, tmp_path):
     index.save(path)
     loaded = VectorIndex.load(path, DIM)
     assert len(loaded) == len(index)
-    for query in queries:
-        a_ids, a_scores = index.search(query, 25)
-        b_ids, b_scores = loaded.search(query, 25)
-        assert a_ids.tolist() == b_ids.tolist()
-        np.testing.assert_array_equal(a_scores, b_scores)
-    np.testing.assert_array_equal(loaded.vectors(ids[10:20].tolist()), vectors[10:20])
+    _assert_same_answers(index, loaded, queries, ids, vectors)
 
 
 def test_dimension_mismatch_is_refused(data, tmp_path):
@@ -286,12 +291,7 @@ def test_ivf_save_and_load_round_trip(big, tmp_path):
     loaded = VectorIndex.load(path, DIM, flat_max=SMALL)
     assert loaded.kind == "ivf" and len(loaded) == len(index)
     assert loaded.describe() == index.describe()
-    for query in queries:
-        a_ids, a_scores = index.search(query, 25)
-        b_ids, b_scores = loaded.search(query, 25)
-        assert a_ids.tolist() == b_ids.tolist()
-        np.testing.assert_array_equal(a_scores, b_scores)
-    np.testing.assert_array_equal(loaded.vectors(ids[10:20].tolist()), vectors[10:20])
+    _assert_same_answers(index, loaded, queries, ids, vectors)
     assert loaded.remove(ids[10:15].tolist()) == 5  # the direct map survived the file
     with pytest.raises(ValueError):
         VectorIndex.load(path, DIM + 1)
