@@ -12,9 +12,11 @@ Every measurement runs in its own child process, so each one's peak memory
   and, pooled from the same forward pass, every sentence), then ``qa ask``-style
   single questions (``QA.ask``, hybrid) and ``qa batch`` throughput
   (``QA.ask_many``), and recall@1 on the labeled questions.
+- ``ours fp32``: the same with ``QA_PRECISION=fp32``, the fp32 model of the
+  same runtime: the reference for the int8 default's recall@1.
 - ``ours-torch`` (skip with ``--no-torch``): the same with ``QA_BACKEND=torch``,
   PyTorch fp32, each sentence encoded on its own: the pipeline before the
-  OpenVINO runtime, and the fp32 reference for recall@1.
+  OpenVINO runtime.
 - ``cold``: wall time of the ``qa ask`` command, process start to answer, on
   the index built by ``ours`` (median of 3), and whether it imported torch.
 - synthetic vector indexes (``bench/scale.py``): build time, memory, latency
@@ -122,6 +124,7 @@ def phase_ours(data: Path, index: Path) -> dict:
     quality = evaluate(qa, read_labeled(data / "questions.jsonl"), retriever="hybrid", k=10)
     return {
         "backend": getattr(embedder, "backend", "?"),
+        "precision": getattr(embedder, "precision", "?"),
         "model_load_s": round(load, 2),
         "index_s": round(seconds, 2),
         "passages": report.passages_embedded,
@@ -198,7 +201,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="qa-speed-"))
     rows = [{"pipeline": "textbook (blank-line split, ST encode, IndexFlatIP)", **run_phase("textbook", args.data, work / "x")}]
     ours = run_phase("ours", args.data, work / "ours")
-    rows.append({"pipeline": f"ours ({ours['backend']}, passages + pooled sentences)", **ours})
+    rows.append({"pipeline": f"ours ({ours['backend']} {ours['precision']}, passages + pooled sentences)", **ours})
+    fp32 = run_phase("ours", args.data, work / "fp32", env={"QA_PRECISION": "fp32"})
+    rows.append({"pipeline": f"ours ({fp32['backend']} {fp32['precision']}, same pipeline)", **fp32})
     if not args.no_torch:
         torch_row = run_phase("ours", args.data, work / "torch", env={"QA_BACKEND": "torch"})
         rows.append({"pipeline": "ours on PyTorch fp32 (sentences encoded alone)", **torch_row})
@@ -207,6 +212,8 @@ def main() -> None:
         row["speed_vs_textbook"] = f"{textbook / row['index_s']:.2f}x"
     table(rows, ["pipeline", "index_s", "passages", "sentences", "passages_per_s", "speed_vs_textbook",
                  "p50_ms", "p95_ms", "batch_questions_per_s", "recall@1", "peak_mb"])
+    drift = 100 * (ours["recall@1"] - fp32["recall@1"])
+    print(f"\nrecall@1 of the default ({ours['precision']}) minus fp32, same pipeline: {drift:+.2f} points")
 
     cold = cold_start(work / "ours", _questions(args.data)[0]["question"])
     print(f"\nqa ask cold start: {cold['qa_ask_s']} s (torch imported: {cold['torch_imported']})")
@@ -220,7 +227,7 @@ def main() -> None:
         synthetic = synthetic_table(sizes=tuple(sizes))
         print()
         table(synthetic, list(synthetic[0]))
-    print(json.dumps({"pipelines": rows, "cold_start": cold, "synthetic": synthetic}))
+    print(json.dumps({"pipelines": rows, "recall@1_int8_minus_fp32": round(drift, 2), "cold_start": cold, "synthetic": synthetic}))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ needs PyTorch), converted to OpenVINO's IR format and saved in a cache folder
 keyed by the model's files; every later process loads the IR directly. Nothing
 is downloaded: the model must already be on disk.
 
+Beside the fp32 model an int8 copy is saved (``embeddings.quantize``), which the
+runtime uses by default; if quantizing fails, the fp32 model alone is saved.
+
 Only models this project can run exactly are exported: a Transformer followed
 by mean or CLS pooling and optionally Normalize, with a fast tokenizer
 (``tokenizer.json``). Anything else (a Dense layer, max pooling, prompts) keeps
@@ -27,13 +30,13 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from embeddings.runtime import IR_FILE, POOLING_FILE, TOKENIZER_FILE
+from embeddings.runtime import INT8_IR_FILE, IR_FILE, POOLING_FILE, TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
 ENV_CACHE = "QA_MODEL_CACHE"
 # Bump when the exported layout or the conversion changes: old folders are then ignored.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 _TRANSFORMER = "sentence_transformers.models.Transformer"
 _POOLING = "sentence_transformers.models.Pooling"
 _NORMALIZE = "sentence_transformers.models.Normalize"
@@ -135,6 +138,7 @@ def export(model, model_dir: Path, destination: Path) -> Path:
     try:
         ov.save_model(converted, str(staging / IR_FILE), compress_to_fp16=False)
         shutil.copyfile(model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        _save_int8(converted, staging, settings["max_seq_length"])
         (staging / POOLING_FILE).write_text(json.dumps(settings, indent=2), encoding="utf-8")
         try:
             os.rename(staging, destination)
@@ -145,3 +149,17 @@ def export(model, model_dir: Path, destination: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s", model_dir, destination)
     return destination
+
+
+def _save_int8(converted, staging: Path, max_seq_length: int) -> None:
+    """Save the int8 copy beside the fp32 model; without it the runtime runs fp32."""
+    import openvino as ov
+
+    from embeddings.quantize import quantize
+
+    try:
+        quantized = quantize(converted, staging / TOKENIZER_FILE, max_seq_length)
+    except Exception as exc:  # noqa: BLE001 - fp32 still works, only slower
+        logger.warning("int8 quantization failed, the model runs in fp32: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return
+    ov.save_model(quantized, str(staging / INT8_IR_FILE), compress_to_fp16=False)

