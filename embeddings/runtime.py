@@ -76,8 +76,16 @@ class RuntimeEmbedder:
             core.set_property({"CACHE_DIR": str(folder / "compiled")})
         except Exception:  # a read-only folder only costs compile time
             logger.debug("no OpenVINO compile cache in %s", folder)
+        try:
+            self._model = core.compile_model(str(ir), "CPU", config)
+        except Exception as exc:
+            if self.precision == "fp32":
+                raise
+            # A damaged int8 copy: the fp32 model of the same export still gives the vectors.
+            logger.warning("cannot load %s, running fp32: %s", ir, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            ir, self.precision = folder / IR_FILE, "fp32"
+            self._model = core.compile_model(str(ir), "CPU", config)
         self._core, self._ir, self._config = core, str(ir), config
-        self._model = core.compile_model(self._ir, "CPU", config)
         self._throughput = None  # compiled on the first large job
         self._compile_lock = threading.Lock()
         self._inputs = {port.get_any_name() for port in self._model.inputs}

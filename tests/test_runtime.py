@@ -181,14 +181,21 @@ def test_a_model_the_runtime_cannot_reproduce_runs_on_pytorch(tmp_path, monkeypa
         load_embedder(str(model))
 
 
-def test_a_damaged_export_falls_back_to_pytorch(tmp_path, monkeypatch, caplog):
+def test_a_damaged_export_falls_back_to_fp32_then_to_pytorch(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("QA_MODEL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(embeddings.quantize, "SUBSET", 24)
     model = _copy_model(tmp_path)
     load_embedder(str(model))
     (exported,) = cache_root().iterdir()
-    (exported / "model-int8.xml").write_text("<net>not a model</net>")
     shutil.rmtree(exported / "compiled", ignore_errors=True)
+    # A damaged int8 copy: the export's fp32 model runs instead, and says so.
+    (exported / "model-int8.xml").write_text("<net>not a model</net>")
+    embedder = load_embedder(str(model))
+    assert isinstance(embedder, RuntimeEmbedder) and embedder.precision == "fp32"
+    assert "model-int8.xml, running fp32" in caplog.text
+    assert embedder.encode(["still works"]).shape == (1, 384)
+    # Both damaged: PyTorch.
+    (exported / "model.xml").write_text("<net>not a model</net>")
     embedder = load_embedder(str(model))
     assert isinstance(embedder, SentenceTransformerEmbedder)
     assert embedder.encode(["still works"]).shape == (1, 384)
