@@ -10,7 +10,8 @@ Every measurement runs in its own child process, so each one's peak memory
   single questions (encode + search).
 - ``ours``: ``QA.index`` of the same folder with the default back end (passages
   and, pooled from the same forward pass, every sentence), then ``qa ask``-style
-  single questions (``QA.ask``, hybrid) and ``qa batch`` throughput
+  single questions (``QA.ask``, hybrid; and ``fused``, the same without the
+  word-by-word re-ranking) and ``qa batch`` throughput
   (``QA.ask_many``), and recall@1 on the labeled questions.
 - ``ours fp32``: the same with ``QA_PRECISION=fp32``, the fp32 model of the
   same runtime: the reference for the int8 default's recall@1.
@@ -118,6 +119,12 @@ def phase_ours(data: Path, index: Path) -> dict:
         qa.ask(question, k=5)
         if i >= 10:
             timings.append(time.perf_counter() - t)
+    fused = []
+    for i, question in enumerate(_sample(questions)[: QUERY_SAMPLE + 10]):
+        t = time.perf_counter()
+        qa.ask(question, k=5, retriever="fused")
+        if i >= 10:
+            fused.append(time.perf_counter() - t)
     started = time.perf_counter()
     answered = sum(1 for _ in qa.ask_many(((None, q["question"]) for q in questions), k=5))
     batch = time.perf_counter() - started
@@ -131,6 +138,7 @@ def phase_ours(data: Path, index: Path) -> dict:
         "passages_per_s": round(report.passages_embedded / seconds, 1),
         "sentences": report.sentences_embedded,
         **_percentiles(timings),
+        "fused_p50_ms": _percentiles(fused)["p50_ms"],
         "batch_questions_per_s": round(answered / batch, 1),
         "recall@1": quality["recall@1"],
         "recall@5": quality["recall@5"],
@@ -211,7 +219,7 @@ def main() -> None:
     for row in rows:
         row["speed_vs_textbook"] = f"{textbook / row['index_s']:.2f}x"
     table(rows, ["pipeline", "index_s", "passages", "sentences", "passages_per_s", "speed_vs_textbook",
-                 "p50_ms", "p95_ms", "batch_questions_per_s", "recall@1", "peak_mb"])
+                 "p50_ms", "p95_ms", "fused_p50_ms", "batch_questions_per_s", "recall@1", "peak_mb"])
     drift = 100 * (ours["recall@1"] - fp32["recall@1"])
     print(f"\nrecall@1 of the default ({ours['precision']}) minus fp32, same pipeline: {drift:+.2f} points")
 

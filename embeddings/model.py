@@ -40,6 +40,9 @@ class Embedder(Protocol):
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of every model token of ``text`` (no special tokens)."""
 
+    def token_vectors(self, texts: Sequence[str]) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and the tokens."""
+
 
 def encode_passages(
     embedder, texts: Sequence[str], spans: Sequence[tuple[int, int, int]]
@@ -138,6 +141,21 @@ class SentenceTransformerEmbedder:
         )
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
 
+    def token_vectors(self, texts: Sequence[str]) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        if not texts:
+            return []
+        hidden = self._model.encode(list(texts), output_value="token_embeddings", convert_to_numpy=False)
+        out = []
+        for text, rows in zip(texts, hidden):
+            encoded = self._tokenizer(
+                text, truncation=True, max_length=self.max_tokens + 2, return_special_tokens_mask=True, verbose=False
+            )
+            keep = np.asarray(encoded["special_tokens_mask"]) == 0
+            vectors = rows.float().cpu().numpy()[: len(keep)][keep]
+            tokens = tuple(t for t, k in zip(self._tokenizer.convert_ids_to_tokens(encoded["input_ids"]), keep) if k)
+            out.append((_unit_rows(vectors), tokens))
+        return out
+
 
 def load_embedder(name: str | None = None):
     """Load a model by sentence-transformers name or path; the default ships offline.
@@ -180,3 +198,9 @@ def _runtime_embedder(name: str | None, precision: str):
     if not (folder / POOLING_FILE).is_file():
         export(SentenceTransformerEmbedder(canonical)._model, model_dir, folder)
     return RuntimeEmbedder(folder, name=canonical, precision=precision)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)

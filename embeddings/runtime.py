@@ -142,6 +142,18 @@ class RuntimeEmbedder:
             self._stream(batches, encodings, pool)
         return _normalise(text_vectors), _normalise(span_vectors)
 
+    def token_vectors(self, texts: Sequence[str], *, batch_size: int = 8) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and the tokens."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        out = []
+        for at in range(0, len(encodings), batch_size):
+            batch = encodings[at : at + batch_size]
+            hidden = self._infer(self._feed(batch, multiple=32))
+            for row, encoding in enumerate(batch):
+                keep = np.asarray(encoding.special_tokens_mask) == 0
+                out.append((_normalise(hidden[row, : len(keep)][keep]), tuple(t for t, k in zip(encoding.tokens, keep) if k)))
+        return out
+
     # -- internals -----------------------------------------------------------------------
 
     def _stream(self, batches, encodings, pool) -> None:
@@ -174,8 +186,11 @@ class RuntimeEmbedder:
         if failures:
             raise failures[0]
 
-    def _feed(self, encodings) -> dict[str, np.ndarray]:
+    def _feed(self, encodings, multiple: int = 1) -> dict[str, np.ndarray]:
+        """Token ids and mask, padded to the longest text (rounded up to ``multiple``:
+        fewer distinct shapes for the CPU plugin to prepare kernels for)."""
         length = max(len(e.ids) for e in encodings)
+        length = -(-length // multiple) * multiple
         ids = np.zeros((len(encodings), length), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, encoding in enumerate(encodings):

@@ -13,6 +13,7 @@ from qa.config import default_index_dir, default_model
 from qa.ingest import IndexReport, index_paths
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.records import Answer, Document
+from qa.rerank import LateInteraction
 from qa.followup import contextualize
 from qa.search import QueryError, search
 from qa.store import MANIFEST, ModelInfo, Snapshot, Writer, check_model, read_manifest
@@ -39,6 +40,7 @@ class QA:
         self._snapshot: Snapshot | None = None
         self._snapshot_stamp: tuple | None = None
         self._lock = threading.Lock()
+        self._late: LateInteraction | None = None
 
     # -- model -------------------------------------------------------------------------
 
@@ -60,6 +62,21 @@ class QA:
 
                 self._embedder = load_embedder(self._wanted_model())
             return self._embedder
+
+    def _late_scores(self, question: str):
+        """``hybrid``'s word-by-word scorer for ``question`` (``qa.rerank``); None for a model without token vectors.
+
+        A follow-up is scored with the user's own words: the names added to its
+        search text come from the previous answer and would pull it back there.
+        """
+        embedder = self.embedder
+        if not LateInteraction.available(embedder):
+            return None
+        with self._lock:
+            if self._late is None:
+                self._late = LateInteraction(embedder)
+            late = self._late
+        return lambda texts: late.scores(question, texts)
 
     def _model_info(self) -> ModelInfo:
         e = self.embedder
@@ -126,7 +143,8 @@ class QA:
         searched = contextualize(text, previous)
         snapshot = self.snapshot()
         vector = self.embedder.encode([searched])[0]
-        answer = search(snapshot, vector, searched, k=k, retriever=retriever, docs=docs)
+        late = self._late_scores(text)
+        answer = search(snapshot, vector, searched, k=k, retriever=retriever, docs=docs, late=late)
         return Answer(
             text, answer.answered, answer.confidence, answer.hits, id, searched if searched != text else None
         )
@@ -155,7 +173,8 @@ class QA:
         texts = [_clean_question(q) for _, q in batch]
         vectors = self.embedder.encode(texts)
         for (qid, _), text, vector in zip(batch, texts, vectors):
-            answer = search(snapshot, vector, text, k=k, retriever=retriever, docs=docs)
+            late = self._late_scores(text)
+            answer = search(snapshot, vector, text, k=k, retriever=retriever, docs=docs, late=late)
             yield Answer(answer.question, answer.answered, answer.confidence, answer.hits, qid)
 
     # -- writing -------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_ask_readable_output_shows_citation_and_best_sentence(model, seed_index)
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("retriever", ["hybrid", "lexical", "dense"])
+@pytest.mark.parametrize("retriever", ["hybrid", "fused", "lexical", "dense"])
 def test_ask_each_retriever_finds_the_passage(model, seed_index, retriever):
     result = ok(invoke("ask", ALDAN, "--index", seed_index, "-k", "1", "--retriever", retriever, "--json"))
     top = json.loads(result.stdout)["results"][0]

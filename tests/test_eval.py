@@ -187,7 +187,7 @@ def one_line_error(result) -> str:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("retriever", ["hybrid", "lexical", "dense"])
+@pytest.mark.parametrize("retriever", ["hybrid", "fused", "lexical", "dense"])
 def test_cli_eval_prints_one_json_object(model, seed_index, tmp_path, retriever):
     questions = write_jsonl(tmp_path / "seeds.jsonl", SEED_QUESTIONS)
     result = invoke("eval", questions, "--index", seed_index, "--retriever", retriever)

@@ -247,3 +247,12 @@ def test_large_jobs_on_two_streams_give_the_same_vectors(real_embedder):
     one_by_one = [real_embedder.encode_passages([t], [(0, s, e)]) for t, (_, s, e) in zip(texts, spans)]
     assert np.allclose(streamed, np.vstack([p for p, _ in one_by_one]), atol=1e-4)
     assert np.allclose(sentences, np.vstack([s for _, s in one_by_one]), atol=1e-4)
+
+
+def test_token_vectors_agree_between_back_ends(real_embedder, fp32_embedder, torch_embedder):
+    texts = [TEXTS[0], TEXTS[2]]
+    theirs = torch_embedder.token_vectors(texts)
+    for ours, tolerance in ((fp32_embedder.token_vectors(texts), 0.9999), (real_embedder.token_vectors(texts), 0.97)):
+        for (vectors, tokens), (expected, expected_tokens) in zip(ours, theirs):
+            assert tokens == expected_tokens
+            assert (vectors * expected).sum(axis=1).min() > tolerance
