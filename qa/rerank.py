@@ -3,15 +3,20 @@
 The fused score (``qa.search``) compares the question with whole passages and
 sentences, one vector each. For the first ``DEPTH`` passages this stage also
 looks word by word: each content word of the question (stop words, punctuation
-and word pieces aside) finds its most similar token in the passage, comparing
-the model's contextual token vectors, and the mean of those best matches is the
-passage's late-interaction score (MaxSim, as in ColBERT, here with the
-sentence model's own token vectors; no other model is needed). The passage's
-tokens are recomputed from its text: nothing more is stored in the index.
+and word pieces aside) finds its most similar token in the passage's
+highlighted sentence, comparing the model's contextual token vectors, and the
+mean of those best matches is the late-interaction score (MaxSim, as in
+ColBERT, here with the sentence model's own token vectors: no other model). The
+sentences' tokens are computed at question time, in one forward pass with the
+question's; nothing more is stored in the index.
 
-On ../shared/bench/squad-dev the fused ranking's recall@1 rose from 0.882 to
-0.903 on the odd-numbered questions, where ``DEPTH`` and ``WEIGHT`` were chosen,
-and from 0.876 to 0.889 on the even-numbered ones, which only checked them.
+Measured on ../shared/bench/squad-dev (int8 model): recall@1 0.882 -> 0.898 on
+the odd-numbered questions, where the text (highlighted sentence, the sentence
+with 200 characters either side, or the whole passage), ``DEPTH`` and
+``WEIGHT`` were chosen, and 0.876 -> 0.889 on the even-numbered ones, which
+only checked the choice. The sentence with its neighbours did 0.5 points better
+on the odd half but cost twice the time; whole passages cost four times more. A
+question costs about 12 ms more (bench/speed.py: p50 25.5 ms against 13.0).
 """
 
 from __future__ import annotations
