@@ -64,6 +64,17 @@ def _sample(questions: list[dict]) -> list[str]:
     return [q["question"] for q in questions[::step]][:QUERY_SAMPLE]
 
 
+def _time_single(ask, questions: list[dict]) -> list[float]:
+    """Seconds of ``ask`` for each sampled question, after 10 to warm up."""
+    timings = []
+    for i, question in enumerate(_sample(questions)[: QUERY_SAMPLE + 10]):
+        started = time.perf_counter()
+        ask(question)
+        if i >= 10:
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
 # -- phases, each in a child process ------------------------------------------------------
 
 
@@ -84,12 +95,7 @@ def phase_textbook(data: Path, _index: Path) -> dict:
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     seconds = time.perf_counter() - started
-    timings = []
-    for i, question in enumerate(_sample(_questions(data))[: QUERY_SAMPLE + 10]):
-        t = time.perf_counter()
-        index.search(model.encode([question]), 5)
-        if i >= 10:
-            timings.append(time.perf_counter() - t)
+    timings = _time_single(lambda question: index.search(model.encode([question]), 5), _questions(data))
     return {
         "model_load_s": round(load, 2),
         "index_s": round(seconds, 2),
@@ -113,18 +119,8 @@ def phase_ours(data: Path, index: Path) -> dict:
     report = qa.index([data / "docs"])
     seconds = time.perf_counter() - started
     questions = _questions(data)
-    timings = []
-    for i, question in enumerate(_sample(questions)[: QUERY_SAMPLE + 10]):
-        t = time.perf_counter()
-        qa.ask(question, k=5)
-        if i >= 10:
-            timings.append(time.perf_counter() - t)
-    fused = []
-    for i, question in enumerate(_sample(questions)[: QUERY_SAMPLE + 10]):
-        t = time.perf_counter()
-        qa.ask(question, k=5, retriever="fused")
-        if i >= 10:
-            fused.append(time.perf_counter() - t)
+    timings = _time_single(lambda question: qa.ask(question, k=5), questions)
+    fused = _time_single(lambda question: qa.ask(question, k=5, retriever="fused"), questions)
     started = time.perf_counter()
     answered = sum(1 for _ in qa.ask_many(((None, q["question"]) for q in questions), k=5))
     batch = time.perf_counter() - started

@@ -142,6 +142,8 @@ class SentenceTransformerEmbedder:
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
 
     def token_vectors(self, texts: Sequence[str]) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        from embeddings.runtime import unit_rows  # numpy only; OpenVINO loads in RuntimeEmbedder
+
         if not texts:
             return []
         hidden = self._model.encode(list(texts), output_value="token_embeddings", convert_to_numpy=False)
@@ -153,7 +155,7 @@ class SentenceTransformerEmbedder:
             keep = np.asarray(encoded["special_tokens_mask"]) == 0
             vectors = rows.float().cpu().numpy()[: len(keep)][keep]
             tokens = tuple(t for t, k in zip(self._tokenizer.convert_ids_to_tokens(encoded["input_ids"]), keep) if k)
-            out.append((_unit_rows(vectors), tokens))
+            out.append((unit_rows(vectors), tokens))
         return out
 
 
@@ -198,9 +200,3 @@ def _runtime_embedder(name: str | None, precision: str):
     if not (folder / POOLING_FILE).is_file():
         export(SentenceTransformerEmbedder(canonical)._model, model_dir, folder)
     return RuntimeEmbedder(folder, name=canonical, precision=precision)
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(vectors / norms, dtype=np.float32)

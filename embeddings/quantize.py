@@ -59,8 +59,8 @@ def quantize(model, tokenizer_file: Path, max_seq_length: int):
 
     samples = [feed(text) for text in calibration_texts()]
     # NNCF reports on stdout (its logger and progress bars): keep the command's output clean.
-    # (Only the logger's level: nncf.set_log_level also changes the levels of its handlers.)
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    # Its import sets its logger to INFO; set only the logger's level after it
+    # (nncf.set_log_level would also change the levels of handlers it finds there).
     with contextlib.redirect_stdout(io.StringIO()):
         import nncf
 

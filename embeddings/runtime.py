@@ -140,7 +140,7 @@ class RuntimeEmbedder:
                 pool(batch, self._infer(feed), feed["attention_mask"])
         else:
             self._stream(batches, encodings, pool)
-        return _normalise(text_vectors), _normalise(span_vectors)
+        return unit_rows(text_vectors), unit_rows(span_vectors)
 
     def token_vectors(self, texts: Sequence[str], *, batch_size: int = 8) -> list[tuple[np.ndarray, tuple[str, ...]]]:
         """For each text, its tokens' contextual vectors (unit rows; no special tokens) and the tokens."""
@@ -151,7 +151,7 @@ class RuntimeEmbedder:
             hidden = self._infer(self._feed(batch, multiple=32))
             for row, encoding in enumerate(batch):
                 keep = np.asarray(encoding.special_tokens_mask) == 0
-                out.append((_normalise(hidden[row, : len(keep)][keep]), tuple(t for t, k in zip(encoding.tokens, keep) if k)))
+                out.append((unit_rows(hidden[row, : len(keep)][keep]), tuple(t for t, k in zip(encoding.tokens, keep) if k)))
         return out
 
     # -- internals -----------------------------------------------------------------------
@@ -220,7 +220,8 @@ class RuntimeEmbedder:
             out[row] = tokens[inside].mean(axis=0) if inside.any() else fallback
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero), contiguous float32."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
