@@ -29,7 +29,7 @@ import numpy as np
 
 from qa.lexical import STOP_WORDS
 
-# Passages re-ranked; each costs a forward pass of its text.
+# Passages re-ranked; each adds its highlighted sentence to the question's forward pass.
 DEPTH = 5
 # The late-interaction score's weight, in z-scores over those passages, beside the fused score.
 WEIGHT = 2.0

@@ -250,32 +250,29 @@ def search(
     scores = fused[order]
     spans = {}
 
-    def highlight(i: int) -> tuple[int, int]:
+    def highlight(i: int) -> tuple[int, int, str]:
+        """Candidate ``i``'s highlighted sentence: its range and its text."""
         if i not in spans:
             c, passage = candidates[i], passages[candidates[i].passage_id]
-            spans[i] = _highlight(c, passage, terms) if c.sentence[0] >= 0 else (passage.start, passage.end)
+            start, end = _highlight(c, passage, terms) if c.sentence[0] >= 0 else (passage.start, passage.end)
+            spans[i] = (start, end, passage.text[start - passage.start : end - passage.start])
         return spans[i]
 
     if retriever == "hybrid" and late is not None and len(order) > 1:
-        top = []
-        for i in order[:DEPTH]:
-            passage = passages[candidates[i].passage_id]
-            start, end = highlight(i)
-            top.append(passage.text[start - passage.start : end - passage.start])
-        scores = rerank(scores, late(top))
+        scores = rerank(scores, late([highlight(i)[2] for i in order[:DEPTH]]))
         moved = np.argsort(-scores, kind="stable")
         order, scores = [order[i] for i in moved], scores[moved]
     hits = []
     for rank, (i, score) in enumerate(zip(order[:k], scores), start=1):
         c = candidates[i]
         passage = passages[c.passage_id]
-        start, end = highlight(i)
+        start, end, sentence = highlight(i)
         hits.append(
             Hit(
                 rank=rank,
                 score=float(score),
                 passage=passage,
-                highlight=passage.text[start - passage.start : end - passage.start],
+                highlight=sentence,
                 highlight_start=start,
                 highlight_end=end,
                 similarity=c.sentence_cosine,
