@@ -11,8 +11,9 @@ Every measurement runs in its own child process, so each one's peak memory
 - ``ours``: ``QA.index`` of the same folder with the default back end (passages
   and, pooled from the same forward pass, every sentence), then ``qa ask``-style
   single questions (``QA.ask``, hybrid; and ``fused``, the same without the
-  word-by-word re-ranking) and ``qa batch`` throughput
-  (``QA.ask_many``), and recall@1 on the labeled questions.
+  token-by-token signals) and ``qa batch`` throughput
+  (``QA.ask_many``), recall@1 on the labeled questions, and the index's size
+  on disk.
 - ``ours fp32``: the same with ``QA_PRECISION=fp32``, the fp32 model of the
   same runtime: the reference for the int8 default's recall@1.
 - ``ours-torch`` (skip with ``--no-torch``): the same with ``QA_BACKEND=torch``,
@@ -139,6 +140,7 @@ def phase_ours(data: Path, index: Path) -> dict:
         "recall@1": quality["recall@1"],
         "recall@5": quality["recall@5"],
         "peak_mb": _peak_mb(),
+        "index_bytes": sum(f.stat().st_size for f in index.iterdir() if f.is_file()),
     }
 
 
@@ -215,7 +217,7 @@ def main() -> None:
     for row in rows:
         row["speed_vs_textbook"] = f"{textbook / row['index_s']:.2f}x"
     table(rows, ["pipeline", "index_s", "passages", "sentences", "passages_per_s", "speed_vs_textbook",
-                 "p50_ms", "p95_ms", "fused_p50_ms", "batch_questions_per_s", "recall@1", "peak_mb"])
+                 "p50_ms", "p95_ms", "fused_p50_ms", "batch_questions_per_s", "recall@1", "peak_mb", "index_bytes"])
     drift = 100 * (ours["recall@1"] - fp32["recall@1"])
     print(f"\nrecall@1 of the default ({ours['precision']}) minus fp32, same pipeline: {drift:+.2f} points")
 

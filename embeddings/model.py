@@ -14,6 +14,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from embeddings.tokens import TokenVectors
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -40,28 +42,30 @@ class Embedder(Protocol):
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of every model token of ``text`` (no special tokens)."""
 
-    def token_vectors(self, texts: Sequence[str]) -> list[tuple[np.ndarray, tuple[str, ...]]]:
-        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and the tokens."""
+    def token_vectors(self, texts: Sequence[str]) -> list[TokenVectors]:
+        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and spans."""
 
 
 def encode_passages(
-    embedder, texts: Sequence[str], spans: Sequence[tuple[int, int, int]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors for ``texts`` and for each ``(text index, start, end)`` span of them.
+    embedder, texts: Sequence[str], spans: Sequence[tuple[int, int, int]], *, tokens: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[TokenVectors] | None]:
+    """Vectors for ``texts`` and for each ``(text index, start, end)`` span of them,
+    and with ``tokens`` each text's token vectors (None from a model without them).
 
     An embedder with its own ``encode_passages`` (the OpenVINO runtime) pools the
-    spans from the texts' forward pass; any other encodes each span's text on its
-    own, each distinct text once.
+    spans from the texts' forward pass and takes the token vectors from it too;
+    any other encodes each span's text on its own, each distinct text once.
     """
     own = getattr(embedder, "encode_passages", None)
     if own is not None:
-        return own(texts, spans)
+        return own(texts, spans, tokens=tokens)
     pieces = [texts[i][start:end] for i, start, end in spans]
     distinct = list(dict.fromkeys([*texts, *pieces]))
     vectors = embedder.encode(distinct) if distinct else np.zeros((0, embedder.dimension), dtype=np.float32)
     row = {text: r for r, text in enumerate(distinct)}
     pick = lambda items: vectors[[row[t] for t in items]] if items else np.zeros((0, embedder.dimension), dtype=np.float32)  # noqa: E731
-    return pick(list(texts)), pick(pieces)
+    token_vectors = getattr(embedder, "token_vectors", None)
+    return pick(list(texts)), pick(pieces), token_vectors(list(texts)) if tokens and token_vectors else None
 
 
 def canonical_model_name(name: str | None) -> str:
@@ -141,7 +145,7 @@ class SentenceTransformerEmbedder:
         )
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
 
-    def token_vectors(self, texts: Sequence[str]) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+    def token_vectors(self, texts: Sequence[str]) -> list[TokenVectors]:
         from embeddings.runtime import unit_rows  # numpy only; OpenVINO loads in RuntimeEmbedder
 
         if not texts:
@@ -150,12 +154,18 @@ class SentenceTransformerEmbedder:
         out = []
         for text, rows in zip(texts, hidden):
             encoded = self._tokenizer(
-                text, truncation=True, max_length=self.max_tokens + 2, return_special_tokens_mask=True, verbose=False
+                text,
+                truncation=True,
+                max_length=self.max_tokens + 2,
+                return_special_tokens_mask=True,
+                return_offsets_mapping=True,
+                verbose=False,
             )
             keep = np.asarray(encoded["special_tokens_mask"]) == 0
             vectors = rows.float().cpu().numpy()[: len(keep)][keep]
+            offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)[keep]
             tokens = tuple(t for t, k in zip(self._tokenizer.convert_ids_to_tokens(encoded["input_ids"]), keep) if k)
-            out.append((unit_rows(vectors), tokens))
+            out.append(TokenVectors(unit_rows(vectors), offsets, tokens))
         return out
 
 

@@ -15,7 +15,8 @@ By default it runs the int8 copy made at export (``embeddings.quantize``), about
 ``encode_passages`` embeds a passage and, in the same forward pass, each of its
 sentences: a sentence's vector is the mean of the passage's token embeddings
 that fall inside the sentence. Sentences thus cost no extra model work, and
-their vectors carry the passage's context.
+their vectors carry the passage's context. With ``tokens=True`` it also gives
+each text's token vectors from that pass (``embeddings.tokens``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from embeddings.tokens import TokenVectors
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class RuntimeEmbedder:
     # -- the Embedder protocol ---------------------------------------------------------
 
     def encode(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
-        vectors, _ = self.encode_passages(texts, (), batch_size=batch_size)
+        vectors, _, _ = self.encode_passages(texts, (), batch_size=batch_size)
         return vectors
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
@@ -107,8 +110,10 @@ class RuntimeEmbedder:
         spans: Sequence[tuple[int, int, int]],
         *,
         batch_size: int = BATCH_SIZE,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Unit vectors for ``texts`` and for each ``(text index, start, end)`` character span.
+        tokens: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, list[TokenVectors] | None]:
+        """Unit vectors for ``texts`` and for each ``(text index, start, end)`` character span,
+        and with ``tokens`` each text's token vectors, all from one forward pass.
 
         A span's vector pools the tokens of its text that lie inside it; a span
         with no token of its own (blank, or cut off by truncation) gets its
@@ -117,8 +122,9 @@ class RuntimeEmbedder:
         texts = list(texts)
         text_vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         span_vectors = np.zeros((len(spans), self.dimension), dtype=np.float32)
+        token_vectors: list[TokenVectors] | None = [None] * len(texts) if tokens else None  # type: ignore[list-item]
         if not texts:
-            return text_vectors, span_vectors
+            return text_vectors, span_vectors, token_vectors
         by_text: dict[int, list[int]] = {}
         for row, (text_index, _, _) in enumerate(spans):
             by_text.setdefault(text_index, []).append(row)
@@ -133,6 +139,8 @@ class RuntimeEmbedder:
                 text_vectors[i] = tokens[0] if self.pooling == "cls" else tokens.mean(axis=0)
                 if i in by_text:
                     self._pool_spans(encodings[i], tokens, text_vectors[i], spans, by_text[i], span_vectors)
+                if token_vectors is not None:
+                    token_vectors[i] = _token_vectors(encodings[i], tokens)
 
         if len(batches) < 3:
             for batch in batches:
@@ -140,19 +148,12 @@ class RuntimeEmbedder:
                 pool(batch, self._infer(feed), feed["attention_mask"])
         else:
             self._stream(batches, encodings, pool)
-        return unit_rows(text_vectors), unit_rows(span_vectors)
+        return unit_rows(text_vectors), unit_rows(span_vectors), token_vectors
 
-    def token_vectors(self, texts: Sequence[str], *, batch_size: int = 8) -> list[tuple[np.ndarray, tuple[str, ...]]]:
-        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and the tokens."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        out = []
-        for at in range(0, len(encodings), batch_size):
-            batch = encodings[at : at + batch_size]
-            hidden = self._infer(self._feed(batch, multiple=32))
-            for row, encoding in enumerate(batch):
-                keep = np.asarray(encoding.special_tokens_mask) == 0
-                out.append((unit_rows(hidden[row, : len(keep)][keep]), tuple(t for t, k in zip(encoding.tokens, keep) if k)))
-        return out
+    def token_vectors(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> list[TokenVectors]:
+        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and spans."""
+        _, _, token_vectors = self.encode_passages(texts, (), batch_size=batch_size, tokens=True)
+        return token_vectors or []
 
     # -- internals -----------------------------------------------------------------------
 
@@ -218,6 +219,13 @@ class RuntimeEmbedder:
             _, start, end = spans[row]
             inside = real & (starts >= start) & (ends <= end)
             out[row] = tokens[inside].mean(axis=0) if inside.any() else fallback
+
+
+def _token_vectors(encoding, hidden: np.ndarray) -> TokenVectors:
+    """The text's own tokens (special tokens aside) from its rows of the forward pass."""
+    keep = np.asarray(encoding.special_tokens_mask[: len(hidden)]) == 0
+    offsets = np.asarray(encoding.offsets[: len(hidden)], dtype=np.int64).reshape(-1, 2)[keep]
+    return TokenVectors(unit_rows(hidden[keep]), offsets, tuple(t for t, k in zip(encoding.tokens, keep) if k))
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 
 from embeddings import encode_passages
+from qa.late import passage_tokens
 from qa.read import (
     MAX_FILE_BYTES,
     PARSE_TIMEOUT,
@@ -234,9 +235,17 @@ def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: 
             for sentence in span.sentences:
                 sentence_spans.append((len(passage_texts), sentence.start + shift, sentence.end + shift))
             passage_texts.append(prefix + body)
-    passage_vectors, sentence_vectors = encode_passages(embedder, passage_texts, sentence_spans)
+    passage_vectors, sentence_vectors, token_vectors = encode_passages(
+        embedder, passage_texts, sentence_spans, tokens=True
+    )
     report.passages_embedded += len(passage_texts)
     report.sentences_embedded += len(sentence_spans)
+    stored_tokens = None
+    if token_vectors is not None:
+        by_passage: list[list[tuple[int, int]]] = [[] for _ in passage_texts]
+        for number, start, end in sentence_spans:
+            by_passage[number].append((start, end))
+        stored_tokens = [passage_tokens(t, s) for t, s in zip(token_vectors, by_passage)]
 
     p_at = s_at = 0
     for doc in pending:
@@ -254,6 +263,7 @@ def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: 
             mtime_ns=doc.mtime_ns,
             passage_vectors=passage_vectors[p_at : p_at + n_passages],
             sentence_vectors=sentence_vectors[s_at : s_at + n_sentences],
+            token_vectors=stored_tokens[p_at : p_at + n_passages] if stored_tokens is not None else None,
         )
         p_at += n_passages
         s_at += n_sentences

@@ -8,13 +8,14 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from embeddings import encode_passages
 from qa.cite import Shown, show
 from qa.config import default_index_dir, default_model
 from qa.ingest import IndexReport, index_paths
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.records import Answer, Document
-from qa.rerank import LateInteraction
 from qa.followup import contextualize
+from qa.late import question_tokens
 from qa.search import QueryError, search
 from qa.store import MANIFEST, ModelInfo, Snapshot, Writer, check_model, read_manifest
 
@@ -40,7 +41,6 @@ class QA:
         self._snapshot: Snapshot | None = None
         self._snapshot_stamp: tuple | None = None
         self._lock = threading.Lock()
-        self._late: LateInteraction | None = None
 
     # -- model -------------------------------------------------------------------------
 
@@ -63,20 +63,23 @@ class QA:
                 self._embedder = load_embedder(self._wanted_model())
             return self._embedder
 
-    def _late_scores(self, question: str):
-        """``hybrid``'s word-by-word scorer for ``question`` (``qa.rerank``); None for a model without token vectors.
+    def _encode_questions(self, searched: Sequence[str], own: Sequence[str], tokens: bool):
+        """Vectors of the texts searched and, with ``tokens``, the token vectors of the user's own words.
 
-        A follow-up is scored with the user's own words: the names added to its
-        search text come from the previous answer and would pull it back there.
+        A follow-up is compared token by token (``qa.late``) with the user's own
+        words: the names added to its search text come from the previous answer
+        and would pull it back there. Vectors and token vectors come from one
+        forward pass where the model allows it; a model without token vectors gives None.
         """
-        embedder = self.embedder
-        if not LateInteraction.available(embedder):
-            return None
-        with self._lock:
-            if self._late is None:
-                self._late = LateInteraction(embedder)
-            late = self._late
-        return lambda texts: late.scores(question, texts)
+        extra = [text for text, searched_text in zip(own, searched) if text != searched_text] if tokens else []
+        vectors, _, token_vectors = encode_passages(self.embedder, [*searched, *extra], (), tokens=tokens)
+        if token_vectors is None:
+            return vectors[: len(searched)], [None] * len(searched)
+        found = iter(token_vectors[len(searched) :])
+        words = [
+            question_tokens(token_vectors[i] if own[i] == searched[i] else next(found)) for i in range(len(searched))
+        ]
+        return vectors[: len(searched)], words
 
     def _model_info(self) -> ModelInfo:
         e = self.embedder
@@ -142,9 +145,8 @@ class QA:
         text = _clean_question(question)
         searched = contextualize(text, previous)
         snapshot = self.snapshot()
-        vector = self.embedder.encode([searched])[0]
-        late = self._late_scores(text)
-        answer = search(snapshot, vector, searched, k=k, retriever=retriever, docs=docs, late=late)
+        (vector,), (words,) = self._encode_questions([searched], [text], retriever == "hybrid")
+        answer = search(snapshot, vector, searched, k=k, retriever=retriever, docs=docs, question_tokens=words)
         return Answer(
             text, answer.answered, answer.confidence, answer.hits, id, searched if searched != text else None
         )
@@ -171,10 +173,9 @@ class QA:
 
     def _answer_batch(self, snapshot, batch, k, retriever, docs=None) -> Iterator[Answer]:
         texts = [_clean_question(q) for _, q in batch]
-        vectors = self.embedder.encode(texts)
-        for (qid, _), text, vector in zip(batch, texts, vectors):
-            late = self._late_scores(text)
-            answer = search(snapshot, vector, text, k=k, retriever=retriever, docs=docs, late=late)
+        vectors, words = self._encode_questions(texts, texts, retriever == "hybrid")
+        for (qid, _), text, vector, own in zip(batch, texts, vectors, words):
+            answer = search(snapshot, vector, text, k=k, retriever=retriever, docs=docs, question_tokens=own)
             yield Answer(answer.question, answer.answered, answer.confidence, answer.hits, qid)
 
     # -- writing -------------------------------------------------------------------------

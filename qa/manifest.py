@@ -15,7 +15,8 @@ from pathlib import Path
 
 from embeddings import canonical_model_name
 
-FORMAT_VERSION = 2
+# 3: the catalog keeps each passage's token vectors (qa.late).
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 
 

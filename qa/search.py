@@ -18,8 +18,10 @@ statistics and measures exactly what the ranking has to tell apart. On the
 SQuAD dev set (bench/quality.py) this took recall@1 from 0.877 to 0.884,
 gaining on the odd- and the even-numbered questions alike.
 
-``hybrid`` then re-ranks the first few passages word by word (``qa.rerank``);
-``fused`` is the same ranking without that step.
+``hybrid`` adds two more, which compare the question with each candidate
+token by token (``qa.late``): over the whole passage and over its best
+sentence, each weighing ``qa.late.WEIGHT`` times the others. ``fused`` is the
+ranking without them.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from functools import lru_cache
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from qa import late as late_interaction
 from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
-from qa.rerank import DEPTH, rerank
 from qa.store import Snapshot
 
 RETRIEVERS = ("hybrid", "fused", "lexical", "dense")
@@ -123,7 +125,12 @@ def _candidates(
     return out
 
 
-def _fuse(candidates: list[_Candidate], retriever: str, coverage: np.ndarray | None) -> np.ndarray:
+def _fuse(
+    candidates: list[_Candidate],
+    retriever: str,
+    coverage: np.ndarray | None,
+    late: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     lexical = np.array([c.lexical for c in candidates])
     passage = np.array([c.passage_cosine for c in candidates])
     sentence = np.array([c.sentence_cosine for c in candidates])
@@ -131,7 +138,11 @@ def _fuse(candidates: list[_Candidate], retriever: str, coverage: np.ndarray | N
         return lexical
     if retriever == "dense":
         return passage
-    return _zscore(lexical) + _zscore(passage) + _zscore(sentence) + _zscore(coverage)
+    fused = _zscore(lexical) + _zscore(passage) + _zscore(sentence) + _zscore(coverage)
+    if retriever == "hybrid" and late is not None:
+        whole, best_sentence = late
+        fused = fused + late_interaction.WEIGHT * (_zscore(whole) + _zscore(best_sentence))
+    return fused
 
 
 # How much the question's words count, beside the sentence's cosine, when
@@ -218,13 +229,14 @@ def search(
     pool: int = CANDIDATES,
     answer_confidence: float = ANSWER_CONFIDENCE,
     docs: Sequence[str] | None = None,
-    late: Callable[[Sequence[str]], np.ndarray] | None = None,
+    question_tokens: np.ndarray | None = None,
 ) -> Answer:
     """The ``k`` best passages for ``question`` (already embedded as ``query_vector``).
 
-    ``docs`` (stored paths) restricts the search to those documents. ``late``
-    scores texts against the question word by word (``qa.rerank``); with it
-    ``hybrid`` re-ranks its first passages, without it ``hybrid`` ranks as ``fused``.
+    ``docs`` (stored paths) restricts the search to those documents.
+    ``question_tokens`` are the question's token vectors to compare with the
+    passages' (``qa.late.question_tokens``); without them, or in an index
+    without token vectors, ``hybrid`` ranks as ``fused``.
     """
     if retriever not in RETRIEVERS:
         raise QueryError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
@@ -244,35 +256,26 @@ def search(
         words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
         weights = _term_weights(terms, [set().union(*w) for w in words])
         coverage = np.array([_weighted_coverage(weights, w) for w in words])
-    fused = _fuse(candidates, retriever, coverage)
-    order = np.argsort(-fused, kind="stable")[: 4 * max(k, DEPTH)]
+    late = None
+    if retriever == "hybrid" and question_tokens is not None:
+        stored = snapshot.passage_tokens(c.passage_id for c in candidates)
+        late = late_interaction.late_scores(
+            question_tokens, [stored.get(c.passage_id) for c in candidates], snapshot.model.dimension
+        )
+    fused = _fuse(candidates, retriever, coverage, late)
+    order = np.argsort(-fused, kind="stable")[: 4 * k]
     order = _one_window_per_paragraph(order, candidates, passages)
-    scores = fused[order]
-    spans = {}
-
-    def highlight(i: int) -> tuple[int, int, str]:
-        """Candidate ``i``'s highlighted sentence: its range and its text."""
-        if i not in spans:
-            c, passage = candidates[i], passages[candidates[i].passage_id]
-            start, end = _highlight(c, passage, terms) if c.sentence[0] >= 0 else (passage.start, passage.end)
-            spans[i] = (start, end, passage.text[start - passage.start : end - passage.start])
-        return spans[i]
-
-    if retriever == "hybrid" and late is not None and len(order) > 1:
-        scores = rerank(scores, late([highlight(i)[2] for i in order[:DEPTH]]))
-        moved = np.argsort(-scores, kind="stable")
-        order, scores = [order[i] for i in moved], scores[moved]
     hits = []
-    for rank, (i, score) in enumerate(zip(order[:k], scores), start=1):
+    for rank, i in enumerate(order[:k], start=1):
         c = candidates[i]
         passage = passages[c.passage_id]
-        start, end, sentence = highlight(i)
+        start, end = _highlight(c, passage, terms) if c.sentence[0] >= 0 else (passage.start, passage.end)
         hits.append(
             Hit(
                 rank=rank,
-                score=float(score),
+                score=float(fused[i]),
                 passage=passage,
-                highlight=sentence,
+                highlight=passage.text[start - passage.start : end - passage.start],
                 highlight_start=start,
                 highlight_end=end,
                 similarity=c.sentence_cosine,

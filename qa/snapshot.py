@@ -170,6 +170,11 @@ class Snapshot:
             out[passage_id].append((sentence_id, start, end))
         return out
 
+    def passage_tokens(self, passage_ids: Iterable[int]) -> dict[int, tuple[bytes, bytes]]:
+        """``passage id -> (sentence numbers, packed token vectors)`` for late interaction (``qa.late``)."""
+        sql = "SELECT passage_id, sentences, vectors FROM passage_tokens WHERE passage_id IN ({ids})"
+        return {row[0]: (row[1], row[2]) for row in self._query_in(sql, passage_ids)}
+
     def passage_of_sentences(self, sentence_ids: Iterable[int]) -> dict[int, int]:
         return dict(self._query_in("SELECT id, passage_id FROM sentences WHERE id IN ({ids})", sentence_ids))
 

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from embeddings import VectorIndex
+from embeddings.tokens import pack as pack_tokens
 from qa.manifest import (  # noqa: F401  (re-exported: the store's public names)
     FORMAT_VERSION,
     MANIFEST,
@@ -84,6 +85,11 @@ CREATE TABLE sentences (
     end INTEGER NOT NULL
 );
 CREATE INDEX sentences_passage ON sentences(passage_id);
+CREATE TABLE passage_tokens (
+    passage_id INTEGER PRIMARY KEY REFERENCES passages(id),
+    sentences BLOB NOT NULL,
+    vectors BLOB NOT NULL
+);
 CREATE VIRTUAL TABLE passages_fts USING fts5(
     section, text, content='passages', content_rowid='id',
     tokenize='porter unicode61 remove_diacritics 2'
@@ -279,6 +285,9 @@ class Writer:
             "INSERT INTO passages_fts(passages_fts, rowid, section, text) VALUES('delete', ?, ?, ?)", passages
         )
         self._db.execute("DELETE FROM sentences WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,))
+        self._db.execute(
+            "DELETE FROM passage_tokens WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,)
+        )
         self._db.execute("DELETE FROM passages WHERE doc_id = ?", (doc_id,))
         self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
         self.passage_vectors.remove([p[0] for p in passages])
@@ -309,12 +318,15 @@ class Writer:
         passages: Sequence[StoredPassage],
         passage_vectors: np.ndarray,
         sentence_vectors: np.ndarray,
+        token_vectors: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
         size: int | None = None,
         mtime_ns: int | None = None,
     ) -> None:
         """Store a document (replacing what ``path`` held) with its vectors.
 
         ``sentence_vectors`` has one row per sentence of every passage, in order.
+        ``token_vectors``, if given, holds for each passage the sentence number
+        (uint16) and vector of each of its tokens kept for late interaction (``qa.late``).
         """
         self.remove_document(path)
         cur = self._db.execute(
@@ -325,7 +337,8 @@ class Writer:
         self._put_path(path, doc_id, source, size, mtime_ns)
         passage_ids: list[int] = []
         sentence_ids: list[int] = []
-        for stored in passages:
+        tokens = token_vectors if token_vectors is not None else [None] * len(passages)
+        for stored, passage_tokens in zip(passages, tokens, strict=True):
             span = stored.span
             body = text[span.start : span.end]
             cur = self._db.execute(
@@ -345,6 +358,12 @@ class Writer:
                     (passage_id, sentence.start, sentence.end),
                 )
                 sentence_ids.append(cur.lastrowid)
+            if passage_tokens is not None:
+                numbers, vectors = passage_tokens
+                self._db.execute(
+                    "INSERT INTO passage_tokens(passage_id, sentences, vectors) VALUES (?, ?, ?)",
+                    (passage_id, np.asarray(numbers, dtype=np.uint16).tobytes(), pack_tokens(vectors)),
+                )
         self.passage_vectors.add(passage_ids, passage_vectors)
         self.sentence_vectors.add(sentence_ids, sentence_vectors)
 

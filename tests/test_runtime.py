@@ -100,7 +100,8 @@ def test_sentence_vectors_are_pooled_from_the_passage_pass(real_embedder):
     second, third = passage.index("Farmers"), passage.index("The mayor")
     bounds = [(0, second - 1), (second, third - 1), (third, len(passage))]
     spans = [(0, s, e) for s, e in bounds]
-    passage_vector, sentence_vectors = real_embedder.encode_passages([passage], spans)
+    passage_vector, sentence_vectors, tokens = real_embedder.encode_passages([passage], spans)
+    assert tokens is None  # only when asked for
     alone = real_embedder.encode([passage[s:e] for s, e in bounds])
     assert np.allclose(passage_vector, real_embedder.encode([passage]), atol=1e-4)
     assert np.allclose(np.linalg.norm(sentence_vectors, axis=1), 1.0, atol=1e-5)
@@ -109,15 +110,32 @@ def test_sentence_vectors_are_pooled_from_the_passage_pass(real_embedder):
     assert list(similarity.argmax(axis=1)) == [0, 1, 2]
     assert all(similarity[i, i] > 0.6 for i in range(3))
     # A span with no token of its own falls back to its passage's vector.
-    _, empty = real_embedder.encode_passages([passage], [(0, second - 1, second)])  # a blank
+    _, empty, _ = real_embedder.encode_passages([passage], [(0, second - 1, second)])  # a blank
     assert np.allclose(empty[0], passage_vector[0], atol=1e-6)
+
+
+def test_token_vectors_come_from_the_passage_pass_with_their_spans(real_embedder):
+    passage = "Kestrel Bay's barrier will cost 212 million euros."
+    vectors, _, (tokens,) = real_embedder.encode_passages([passage], (), tokens=True)
+    assert np.allclose(vectors, real_embedder.encode([passage]), atol=1e-6)
+    # Every token, no [CLS] or [SEP], each naming the characters it came from.
+    assert tokens.tokens[:5] == ("ke", "##strel", "bay", "'", "s") and "[CLS]" not in tokens.tokens
+    for token, (start, end) in zip(tokens.tokens, tokens.offsets):
+        assert passage[start:end].lower() == token.removeprefix("##")
+    assert np.allclose(np.linalg.norm(tokens.vectors, axis=1), 1.0, atol=1e-5)
+    # The same vectors as asking for the tokens alone; the pooled vector is their context's.
+    (alone,) = real_embedder.token_vectors([passage])
+    assert alone.tokens == tokens.tokens and np.allclose(alone.vectors, tokens.vectors, atol=1e-5)
 
 
 def test_an_embedder_without_encode_passages_encodes_each_sentence(torch_embedder):
     texts = ["One sentence. Another one.", "Alone."]
-    passages, sentences = encode_passages(torch_embedder, texts, [(0, 0, 13), (0, 14, 26), (1, 0, 6)])
+    passages, sentences, tokens = encode_passages(
+        torch_embedder, texts, [(0, 0, 13), (0, 14, 26), (1, 0, 6)], tokens=True
+    )
     assert np.allclose(passages, torch_embedder.encode(texts), atol=1e-5)
     assert np.allclose(sentences, torch_embedder.encode(["One sentence.", "Another one.", "Alone."]), atol=1e-5)
+    assert [t.tokens for t in tokens] == [("one", "sentence", ".", "another", "one", "."), ("alone", ".")]
 
 
 def _copy_model(tmp_path: Path) -> Path:
@@ -243,16 +261,18 @@ def test_large_jobs_on_two_streams_give_the_same_vectors(real_embedder):
     paragraphs = [p for f in sorted(SEEDS.glob("*.txt")) for p in f.read_text().split("\n\n") if p.strip()]
     texts = (paragraphs * 8)[:100]  # more than three batches: the streamed path
     spans = [(i, 0, text.find(". ") + 1 or len(text)) for i, text in enumerate(texts)]
-    streamed, sentences = real_embedder.encode_passages(texts, spans)
-    one_by_one = [real_embedder.encode_passages([t], [(0, s, e)]) for t, (_, s, e) in zip(texts, spans)]
-    assert np.allclose(streamed, np.vstack([p for p, _ in one_by_one]), atol=1e-4)
-    assert np.allclose(sentences, np.vstack([s for _, s in one_by_one]), atol=1e-4)
+    streamed, sentences, tokens = real_embedder.encode_passages(texts, spans, tokens=True)
+    one_by_one = [real_embedder.encode_passages([t], [(0, s, e)], tokens=True) for t, (_, s, e) in zip(texts, spans)]
+    assert np.allclose(streamed, np.vstack([p for p, _, _ in one_by_one]), atol=1e-4)
+    assert np.allclose(sentences, np.vstack([s for _, s, _ in one_by_one]), atol=1e-4)
+    for ours, (_, _, (alone,)) in zip(tokens, one_by_one):
+        assert ours.tokens == alone.tokens and np.allclose(ours.vectors, alone.vectors, atol=1e-4)
 
 
 def test_token_vectors_agree_between_back_ends(real_embedder, fp32_embedder, torch_embedder):
     texts = [TEXTS[0], TEXTS[2]]
     theirs = torch_embedder.token_vectors(texts)
     for ours, tolerance in ((fp32_embedder.token_vectors(texts), 0.9999), (real_embedder.token_vectors(texts), 0.97)):
-        for (vectors, tokens), (expected, expected_tokens) in zip(ours, theirs):
-            assert tokens == expected_tokens
-            assert (vectors * expected).sum(axis=1).min() > tolerance
+        for mine, expected in zip(ours, theirs):
+            assert mine.tokens == expected.tokens and np.array_equal(mine.offsets, expected.offsets)
+            assert (mine.vectors * expected.vectors).sum(axis=1).min() > tolerance
