@@ -43,7 +43,11 @@ class Embedder(Protocol):
         """Character span of every model token of ``text`` (no special tokens)."""
 
     def token_vectors(self, texts: Sequence[str]) -> list[TokenVectors]:
-        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and spans."""
+        """For each text, its tokens' contextual vectors (unit rows; no special tokens) and spans.
+
+        Optional, with ``encode_with_tokens`` (vectors and token vectors from one
+        pass): a model without them is searched without the token-by-token scores.
+        """
 
 
 def encode_passages(
@@ -59,13 +63,21 @@ def encode_passages(
     own = getattr(embedder, "encode_passages", None)
     if own is not None:
         return own(texts, spans, tokens=tokens)
+    texts = list(texts)
     pieces = [texts[i][start:end] for i, start, end in spans]
-    distinct = list(dict.fromkeys([*texts, *pieces]))
+    with_tokens = getattr(embedder, "encode_with_tokens", None) if tokens else None
+    token_vectors = None
+    if with_tokens is not None:  # the texts' vectors and tokens in one pass
+        text_vectors, token_vectors = with_tokens(texts)
+        distinct = list(dict.fromkeys(pieces))
+    else:
+        distinct = list(dict.fromkeys([*texts, *pieces]))
     vectors = embedder.encode(distinct) if distinct else np.zeros((0, embedder.dimension), dtype=np.float32)
     row = {text: r for r, text in enumerate(distinct)}
     pick = lambda items: vectors[[row[t] for t in items]] if items else np.zeros((0, embedder.dimension), dtype=np.float32)  # noqa: E731
-    token_vectors = getattr(embedder, "token_vectors", None)
-    return pick(list(texts)), pick(pieces), token_vectors(list(texts)) if tokens and token_vectors else None
+    if with_tokens is None:
+        text_vectors = pick(texts)
+    return text_vectors, pick(pieces), token_vectors
 
 
 def canonical_model_name(name: str | None) -> str:
@@ -146,13 +158,18 @@ class SentenceTransformerEmbedder:
         return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
 
     def token_vectors(self, texts: Sequence[str]) -> list[TokenVectors]:
+        return self.encode_with_tokens(texts)[1]
+
+    def encode_with_tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, list[TokenVectors]]:
+        """Unit vectors of ``texts`` and their token vectors, from one forward pass."""
         from embeddings.runtime import unit_rows  # numpy only; OpenVINO loads in RuntimeEmbedder
 
         if not texts:
-            return []
-        hidden = self._model.encode(list(texts), output_value="token_embeddings", convert_to_numpy=False)
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        outputs = self._model.encode(list(texts), output_value=None, convert_to_numpy=False)
+        vectors = unit_rows(np.stack([o["sentence_embedding"].float().cpu().numpy() for o in outputs]))
         out = []
-        for text, rows in zip(texts, hidden):
+        for text, output in zip(texts, outputs):
             encoded = self._tokenizer(
                 text,
                 truncation=True,
@@ -162,11 +179,11 @@ class SentenceTransformerEmbedder:
                 verbose=False,
             )
             keep = np.asarray(encoded["special_tokens_mask"]) == 0
-            vectors = rows.float().cpu().numpy()[: len(keep)][keep]
+            rows = output["token_embeddings"].float().cpu().numpy()[: len(keep)][keep]
             offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)[keep]
             tokens = tuple(t for t, k in zip(self._tokenizer.convert_ids_to_tokens(encoded["input_ids"]), keep) if k)
-            out.append(TokenVectors(unit_rows(vectors), offsets, tokens))
-        return out
+            out.append(TokenVectors(unit_rows(rows), offsets, tokens))
+        return vectors, out
 
 
 def load_embedder(name: str | None = None):

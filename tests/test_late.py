@@ -33,8 +33,9 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 def test_packed_vectors_come_back_within_one_int8_step(rows):
     blob = pack(rows)
     assert len(blob) == len(rows) * (4 + 16)
-    (back, counts) = unpack([blob, pack(rows[:1])], 16)
-    assert list(counts) == [len(rows), min(1, len(rows))]
+    quantized, scales, counts = unpack([blob, pack(rows[:1])], 16)
+    back = quantized * scales[:, None]
+    assert quantized.dtype == np.int8 and list(counts) == [len(rows), min(1, len(rows))]
     step = np.abs(rows).max(axis=1, keepdims=True) / 127 if len(rows) else 0
     assert np.all(np.abs(back[: len(rows)] - rows) <= step / 2 + 1e-6)
 
@@ -42,8 +43,8 @@ def test_packed_vectors_come_back_within_one_int8_step(rows):
 def test_a_blob_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="dimension 16"):
         unpack([b"\x00" * 21], 16)
-    vectors, counts = unpack([], 16)
-    assert vectors.shape == (0, 16) and len(counts) == 0
+    rows, scales, counts = unpack([], 16)
+    assert rows.shape == (0, 16) and len(scales) == len(counts) == 0
 
 
 def test_a_passage_keeps_its_content_tokens_with_their_sentence_numbers():
@@ -74,7 +75,7 @@ def test_late_scores_are_maxsim_over_passages_and_their_best_sentence():
     numbers = [np.array(s, dtype=np.uint16) for s in ([0, 0, 1, 1, 1], [NO_SENTENCE, 0, 0, 0], [0, 1, 1, 2, 2, 2])]
     stored = [(n.tobytes(), pack(p)) for n, p in zip(numbers, passages)]
     whole, best = late_scores(question, [stored[0], None, stored[1], stored[2]], 16)
-    vectors = [unpack([s[1]], 16)[0] for s in stored]
+    vectors = [rows * scales[:, None] for rows, scales, _ in (unpack([s[1]], 16) for s in stored)]
 
     def maxsim(rows: np.ndarray) -> float:
         return float((question @ rows.T).max(axis=1).mean())
@@ -122,7 +123,8 @@ def test_the_index_keeps_every_passage_s_content_tokens_from_its_forward_pass(se
     sentences = snapshot.sentences(p.id for p in passages)
     for passage in passages:
         numbers = np.frombuffer(stored[passage.id][0], dtype=np.uint16)
-        vectors, _ = unpack([stored[passage.id][1]], real_embedder.dimension)
+        rows, scales, _ = unpack([stored[passage.id][1]], real_embedder.dimension)
+        vectors = rows * scales[:, None]
         (fresh,) = real_embedder.token_vectors([passage.text])
         content = fresh.select([t.lower() not in STOP_WORDS and any(c.isalnum() for c in t) for t in fresh.tokens])
         assert len(vectors) == len(content) > 0
