@@ -56,7 +56,7 @@ model_option = click.option(
 k_option = click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="Passages per question.")
 retriever_option = click.option(
     "--retriever", type=click.Choice(RETRIEVERS), default="hybrid", show_default=True,
-    help="How passages are ranked: hybrid (fused, then the first 5 re-ranked word by word), fused, lexical or dense."
+    help="How passages are ranked: hybrid (fused plus word-by-word scores), fused, lexical or dense."
 )
 
 
