@@ -26,6 +26,7 @@ default model, some 35 KB a passage of 150 words.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -102,10 +103,23 @@ def question_tokens(tokens: TokenVectors) -> np.ndarray:
     return tokens.vectors[keep] if keep.any() else tokens.vectors
 
 
-def late_scores(
-    question: np.ndarray, stored: Sequence[tuple[bytes, bytes] | None], dimension: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """MaxSim of ``question``'s token vectors with each passage, and with each passage's best sentence.
+@dataclass(frozen=True)
+class LateScores:
+    """Token-by-token scores of candidate passages: whole, best sentence, and each sentence."""
+
+    whole: np.ndarray  # one per candidate
+    best_sentence: np.ndarray  # one per candidate
+    _runs: tuple[np.ndarray, np.ndarray, np.ndarray]  # candidate, sentence number, score of each run
+
+    def sentences(self, candidate: int) -> dict[int, float]:
+        """``sentence number -> score`` for one candidate (empty when it has no tokens)."""
+        owner, number, score = self._runs
+        mine = owner == candidate
+        return {int(n): float(v) for n, v in zip(number[mine], score[mine]) if n != NO_SENTENCE}
+
+
+def late_scores(question: np.ndarray, stored: Sequence[tuple[bytes, bytes] | None], dimension: int) -> LateScores | None:
+    """MaxSim of ``question``'s token vectors with each passage, and with each passage's sentences.
 
     ``stored`` holds each passage's ``(sentence numbers, packed vectors)`` as the
     index keeps them, or None. A passage without tokens gets the lowest score
@@ -136,4 +150,5 @@ def late_scores(
         out[present] = values
         return out
 
-    return spread(whole), spread(best)
+    candidate = np.asarray(present)[owner[runs]]
+    return LateScores(spread(whole), spread(best), (candidate, numbers[runs], run_scores))

@@ -129,7 +129,7 @@ def _fuse(
     candidates: list[_Candidate],
     retriever: str,
     coverage: np.ndarray | None,
-    late: tuple[np.ndarray, np.ndarray] | None = None,
+    late: late_interaction.LateScores | None = None,
 ) -> np.ndarray:
     lexical = np.array([c.lexical for c in candidates])
     passage = np.array([c.passage_cosine for c in candidates])
@@ -140,8 +140,7 @@ def _fuse(
         return passage
     fused = _zscore(lexical) + _zscore(passage) + _zscore(sentence) + _zscore(coverage)
     if retriever == "hybrid" and late is not None:
-        whole, best_sentence = late
-        fused = fused + late_interaction.WEIGHT * (_zscore(whole) + _zscore(best_sentence))
+        fused = fused + late_interaction.WEIGHT * (_zscore(late.whole) + _zscore(late.best_sentence))
     return fused
 
 
@@ -195,12 +194,22 @@ def _weighted_coverage(weights: dict[str, float], sentences_words: Sequence[set[
     return max((sum(weights[t] for t in weights.keys() & words) / total for words in sentences_words), default=0.0)
 
 
-def _highlight(candidate: _Candidate, passage, terms: set[str]) -> tuple[int, int]:
-    """The sentence of the passage that best answers: cosine plus share of question words."""
+# With ``hybrid``, each sentence's token-by-token score (``qa.late``) counts too,
+# with this weight. Share of top-1 highlights holding the answer: 0.884 -> 0.900
+# on the odd-numbered SQuAD dev questions, where it was chosen (0.5: 0.893,
+# 2: 0.898, 4: 0.894), and 0.880 -> 0.884 on the even-numbered ones.
+HIGHLIGHT_LATE_WEIGHT = 1.0
+
+
+def _highlight(candidate: _Candidate, passage, terms: set[str], late: dict[int, float] | None = None) -> tuple[int, int]:
+    """The sentence of the passage that best answers: cosine plus share of question words,
+    plus its token-by-token score (``late``: sentence number -> score) when given."""
     best, best_score = candidate.sentence, -1e9
-    for start, end, cosine in candidate.sentences:
+    for number, (start, end, cosine) in enumerate(candidate.sentences):
         sentence = passage.text[start - passage.start : end - passage.start]
         score = cosine + HIGHLIGHT_TERM_WEIGHT * _coverage(terms, sentence)
+        if late:
+            score += HIGHLIGHT_LATE_WEIGHT * late.get(number, 0.0)
         if score > best_score:
             best, best_score = (start, end), score
     return best
@@ -269,7 +278,8 @@ def search(
     for rank, i in enumerate(order[:k], start=1):
         c = candidates[i]
         passage = passages[c.passage_id]
-        start, end = _highlight(c, passage, terms) if c.sentence[0] >= 0 else (passage.start, passage.end)
+        sentence_late = late.sentences(i) if late is not None else None
+        start, end = _highlight(c, passage, terms, sentence_late) if c.sentence[0] >= 0 else (passage.start, passage.end)
         hits.append(
             Hit(
                 rank=rank,

@@ -74,7 +74,8 @@ def test_late_scores_are_maxsim_over_passages_and_their_best_sentence():
     passages = [_unit(rng.normal(size=(n, 16)).astype(np.float32)) for n in (5, 4, 6)]
     numbers = [np.array(s, dtype=np.uint16) for s in ([0, 0, 1, 1, 1], [NO_SENTENCE, 0, 0, 0], [0, 1, 1, 2, 2, 2])]
     stored = [(n.tobytes(), pack(p)) for n, p in zip(numbers, passages)]
-    whole, best = late_scores(question, [stored[0], None, stored[1], stored[2]], 16)
+    scores = late_scores(question, [stored[0], None, stored[1], stored[2]], 16)
+    whole, best = scores.whole, scores.best_sentence
     vectors = [rows * scales[:, None] for rows, scales, _ in (unpack([s[1]], 16) for s in stored)]
 
     def maxsim(rows: np.ndarray) -> float:
@@ -84,6 +85,12 @@ def test_late_scores_are_maxsim_over_passages_and_their_best_sentence():
     expected_best = [max(maxsim(v[n == s]) for s in set(n.tolist()) - {NO_SENTENCE}) for v, n in zip(vectors, numbers)]
     assert np.allclose(whole[[0, 2, 3]], expected_whole, atol=1e-5)
     assert np.allclose(best[[0, 2, 3]], expected_best, atol=1e-5)
+    # Each sentence's own score, for the highlight; the heading's tokens are in none.
+    for candidate, v, n in zip([0, 2, 3], vectors, numbers):
+        expected = {int(s): maxsim(v[n == s]) for s in set(n.tolist()) - {NO_SENTENCE}}
+        got = scores.sentences(candidate)
+        assert got.keys() == expected.keys() and all(got[k] == pytest.approx(expected[k], abs=1e-5) for k in got)
+    assert scores.sentences(1) == {}
     # A passage without tokens gets the lowest of the others' scores.
     assert whole[1] == pytest.approx(min(expected_whole)) and best[1] == pytest.approx(min(expected_best))
     assert late_scores(question, [None, None], 16) is None
@@ -102,7 +109,8 @@ def test_late_interaction_prefers_the_passage_that_answers(real_embedder):
         numbers, vectors = passage_tokens(token_vectors, [(0, len(text))])
         stored.append((numbers.tobytes(), pack(vectors)))
     _, _, (question,) = encode_passages(real_embedder, ["Who objected to the barrier?"], (), tokens=True)
-    whole, best = late_scores(question_tokens(question), stored, real_embedder.dimension)
+    scores = late_scores(question_tokens(question), stored, real_embedder.dimension)
+    whole, best = scores.whole, scores.best_sentence
     assert whole[1] > whole[0] and best[1] > best[0]
     assert np.all((whole > 0) & (whole <= 1.0001))
 
