@@ -151,7 +151,8 @@ def test_ask_readable_output_shows_citation_and_best_sentence(model, seed_index)
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"1. {MORVAN} ¶5   [1034, 1461)")
     assert "2. " in result.stdout
-    assert "best sentence: Kostal was sharply critical of Tessaly's leader, President Viktor Aldan." in result.stdout
+    # What Kostal said about him, in his words.
+    assert 'best sentence: "President Aldan says he has brought peace to Morvan.' in result.stdout
     with pytest.raises(json.JSONDecodeError):
         json.loads(result.stdout)
 

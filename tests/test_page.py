@@ -23,7 +23,8 @@ KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 MORVAN = "001_morvan_exile_government.txt"
 ALDAN = "What did Kostal say about President Aldan?"
 FLOODED = "How many homes were flooded in January?"
-ALDAN_SENTENCE = "Kostal was sharply critical of Tessaly's leader, President Viktor Aldan."
+# What Kostal said about him, in his words (the sentence before only says he was critical).
+ALDAN_SENTENCE = '"President Aldan says he has brought peace to Morvan. There is no peace in a valley emptied of its people," Kostal said.'
 RESULT_KEYS = {
     "rank", "score", "doc", "paragraph", "page", "start", "end", "text",
     "highlight", "highlight_start", "highlight_end", "similarity", "citation", "section", "also_in",
