@@ -49,7 +49,9 @@ def _one_blas_thread():
 
     Left to itself it starts threads for the product of a question's tokens with
     the candidates', and they contend with the model's and FAISS's threads: on 2
-    cores a question took 35 ms instead of 15 (bench/speed.py's machine).
+    cores a question took 35 ms instead of 15 (bench/speed.py's machine). The
+    limit is process-wide: two questions at once may leave it at one thread,
+    which is what this process wants anyway.
     """
     global _blas
     if _blas is None:  # looks through the loaded libraries once
