@@ -1,7 +1,8 @@
 """The chat page: ``python app.py``.
 
 Serves the index in ``$QA_INDEX`` (default ``~/.local/share/qa/index``). When that
-index does not exist yet, the seed articles in ``seeds/`` are indexed first.
+index does not exist yet, the seed articles in ``seeds/`` are indexed first; an
+index built by an earlier version is brought up to date from its stored texts.
 The port follows ``GRADIO_SERVER_PORT`` (default 7860).
 """
 
@@ -25,6 +26,9 @@ def main() -> None:
         report = qa.index([SEEDS], progress=True)
         for skipped in report.skipped:
             logging.warning("%s", skipped)
+    elif qa.outdated():
+        logging.info("the index at %s was built by an earlier version: bringing it up to date", qa.index_dir)
+        qa.upgrade()
     server_name = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     launch(build_app(qa), server_name=server_name)
 

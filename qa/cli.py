@@ -90,7 +90,8 @@ def index(
 
     Only new or changed files are embedded again (by content hash); files gone
     from an indexed folder are dropped; one content under two paths is stored
-    once. Unreadable files are skipped and named; the exit status is 0 when
+    once. An index written by an earlier version is first brought up to date
+    from the texts it stores. Unreadable files are skipped and named; the exit status is 0 when
     all went in, 3 when some files were skipped, 1 when nothing could be indexed.
 
     \b
@@ -99,6 +100,13 @@ def index(
     """
     qa = _open(index, model)
     try:
+        if qa.outdated():  # written by an earlier version: its stored texts are embedded again first
+            upgraded = qa.upgrade()
+            click.echo(
+                f"{qa.index_dir}: brought up to date, {len(upgraded.updated)} documents and "
+                f"{upgraded.passages_embedded} passages embedded again",
+                err=True,
+            )
         report = qa.index(
             list(paths),
             progress=sys.stderr.isatty() and not as_json,

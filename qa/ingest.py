@@ -71,7 +71,9 @@ class IndexReport:
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """A document read and split, waiting for its passages to be embedded and stored."""
+
     path: str
     source: str
     sha256: str
@@ -121,7 +123,7 @@ def index_paths(
     report = IndexReport()
     stored = writer.path_states()
     seen: set[str] = set()
-    pending: list[_Pending] = []
+    pending: list[Pending] = []
     embedder = None
 
     files = list(_existing_files(paths, report))
@@ -179,7 +181,7 @@ def index_paths(
                 bar.update(1)
                 continue
             (report.updated if previous else report.added).append(name)
-            pending.append(_Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, locate(extracted, spans)))
+            pending.append(Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, locate(extracted, spans)))
             if sum(len(p.passages) for p in pending) >= _EMBED_GROUP:
                 _flush(pending, writer, embedder, report, bar)
                 pending = []
@@ -194,9 +196,9 @@ def index_paths(
     return report
 
 
-def _flush(pending: list[_Pending], writer: Writer, embedder, report: IndexReport, bar) -> None:
+def _flush(pending: list[Pending], writer: Writer, embedder, report: IndexReport, bar) -> None:
     if pending:
-        _embed_and_store(pending, writer, embedder, report)
+        embed_and_store(pending, writer, embedder, report)
         bar.update(len(pending))
 
 
@@ -221,7 +223,8 @@ def _vanished(paths, stored: dict[str, PathState], seen: set[str]) -> list[str]:
     return sorted(gone)
 
 
-def _embed_and_store(pending: list[_Pending], writer: Writer, embedder, report: IndexReport) -> None:
+def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: IndexReport) -> None:
+    """Embed the documents' passages (and sentences and tokens) in one call and add them to ``writer``."""
     passage_texts: list[str] = []
     # (passage number, start, end) of each sentence within its passage's embedded text
     sentence_spans: list[tuple[int, int, int]] = []

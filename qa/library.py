@@ -17,7 +17,16 @@ from qa.records import Answer, Document
 from qa.followup import contextualize
 from qa.late import question_tokens
 from qa.search import QueryError, search
-from qa.store import MANIFEST, ModelInfo, Snapshot, Writer, check_model, read_manifest
+from qa.store import (
+    MANIFEST,
+    IndexOutdated,
+    ModelInfo,
+    Snapshot,
+    StoreError,
+    Writer,
+    check_model,
+    read_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +204,8 @@ class QA:
         ``timeout`` seconds on one file is stopped and that file skipped.
         """
         info = self._lazy_model_info()
+        if self.outdated():
+            self.upgrade()
         with Writer(self.index_dir, info) as writer:
             report = index_paths(
                 paths, writer, lambda: self.embedder, progress=progress, prune=prune, max_bytes=max_bytes, timeout=timeout
@@ -204,6 +215,25 @@ class QA:
             # A new, empty index is worth committing (qa list works) unless every path failed.
             if not changed and (self.exists() or report.skipped):
                 writer.discard()  # nothing to commit: keep the current generation
+        return report
+
+    def outdated(self) -> bool:
+        """Whether the index was written by an earlier version in a format ``upgrade`` can bring up to date."""
+        try:
+            read_manifest(self.index_dir)
+        except IndexOutdated:
+            return True
+        except StoreError:
+            return False
+        return False
+
+    def upgrade(self) -> IndexReport:
+        """Rewrite an outdated index in the current format from its stored texts (embedding them again)."""
+        from qa.upgrade import upgrade
+
+        report = upgrade(self.index_dir, self._lazy_model_info(), lambda: self.embedder)
+        with self._lock:
+            self._snapshot = None
         return report
 
     def remove(self, docs: Sequence[str]) -> list[str]:

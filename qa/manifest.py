@@ -17,6 +17,8 @@ from embeddings import canonical_model_name
 
 # 3: the catalog keeps each passage's token vectors (qa.late).
 FORMAT_VERSION = 3
+# Older formats whose catalog ``qa.upgrade`` can read and embed again.
+UPGRADABLE = (2,)
 MANIFEST = "manifest.json"
 
 
@@ -30,6 +32,10 @@ class IndexMissing(StoreError):
 
 class IndexCorrupt(StoreError):
     pass
+
+
+class IndexOutdated(IndexCorrupt):
+    """Written by an earlier version in a format ``qa.upgrade`` can bring up to date."""
 
 
 class ModelMismatch(StoreError):
@@ -73,6 +79,12 @@ def read_manifest(folder: str | os.PathLike) -> dict:
         raise IndexCorrupt(f"{path} is unreadable ({exc}); {REBUILD}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         found = manifest.get("format") if isinstance(manifest, dict) else None
+        if found in UPGRADABLE:
+            raise IndexOutdated(
+                f"{folder} was built by an earlier version (index format {found}, this one reads "
+                f"{FORMAT_VERSION}); bring it up to date with: qa index PATH --index {folder} "
+                "(its stored texts are embedded again once)"
+            )
         raise IndexCorrupt(
             f"{folder} holds index format {found!r}, this version reads {FORMAT_VERSION}; {REBUILD}"
         )

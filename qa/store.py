@@ -32,6 +32,7 @@ from qa.manifest import (  # noqa: F401  (re-exported: the store's public names)
     IndexCorrupt,
     IndexLocked,
     IndexMissing,
+    IndexOutdated,
     ModelInfo,
     ModelMismatch,
     StoreError,
@@ -131,10 +132,15 @@ class Writer:
     are never blocked and keep seeing the previous generation until the commit.
     """
 
-    def __init__(self, folder: str | os.PathLike, model: ModelInfo, *, settings: dict | None = None) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, model: ModelInfo, *, settings: dict | None = None, fresh: bool = False
+    ) -> None:
+        """``fresh`` starts the next generation empty, whatever the live one holds
+        (an index of an older format, being rebuilt: ``qa.upgrade``)."""
         self.folder = Path(folder)
         self.model = model
         self.settings = settings or {}
+        self.fresh = fresh
         self._lock_handle = None
         self._thread_lock: threading.Lock | None = None
         self._db: sqlite3.Connection | None = None
@@ -185,6 +191,10 @@ class Writer:
             manifest = read_manifest(self.folder)
         except IndexMissing:
             manifest = None
+        except IndexOutdated:
+            if not self.fresh:
+                raise
+            manifest = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
         self._remove_stray_files(manifest)
         generation = (manifest["generation"] if manifest else 0) + 1
         self.generation = generation
@@ -194,6 +204,10 @@ class Writer:
             "sentences": self.folder / f"sentences-{generation}.faiss",
         }
         dim = self.model.dimension
+        if manifest and self.fresh:
+            check_model(manifest, self.model, self.folder)
+            self._old_files = [self.folder / name for name in manifest["files"].values()]
+            manifest = None  # start from an empty catalog
         if manifest:
             check_model(manifest, self.model, self.folder)
             old = Snapshot(self.folder, verify=True)

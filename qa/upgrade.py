@@ -1,0 +1,95 @@
+"""Bring an index written by an earlier version up to date, from what it stores.
+
+The catalog of an older format (``qa.manifest.UPGRADABLE``) holds every
+document's extracted text, its paths and each passage's and sentence's range,
+so nothing has to be read or split again: the passages are embedded again
+(with what the current format keeps, such as the token vectors of
+``qa.late``) and written as the next generation, which replaces the old one
+in one commit like any other. Citations stay the same: same texts, same
+ranges, same paragraph numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+from qa.ingest import IndexReport, Pending, embed_and_store
+from qa.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
+from qa.read import ExtractedText
+from qa.records import PassageSpan, Span
+from qa.store import StoredPassage, Writer
+
+logger = logging.getLogger(__name__)
+
+# Passages embedded per call, as in indexing.
+_GROUP = 512
+
+
+def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
+    """Rewrite the index at ``folder`` in the current format; its documents in ``report.updated``."""
+    folder = Path(folder)
+    report = IndexReport()
+    with Writer(folder, model, fresh=True) as writer:
+        catalog = _old_catalog(folder)
+        db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
+        try:
+            pending, aliases = [], []
+            for doc_id, sha, fmt, encoding, text in db.execute(
+                "SELECT id, sha256, format, encoding, text FROM documents ORDER BY id"
+            ):
+                paths = db.execute(
+                    "SELECT path, source, size, mtime_ns FROM paths WHERE doc_id = ? ORDER BY path", (doc_id,)
+                ).fetchall()
+                if not paths:
+                    continue
+                (path, source, size, mtime_ns), *others = paths
+                passages = _passages(db, doc_id)
+                pending.append(Pending(path, source, sha, size, mtime_ns, ExtractedText(text, fmt, encoding), passages))
+                aliases += [(p, sha, s, z, m) for p, s, z, m in others]
+                report.updated += [p[0] for p in paths]
+                if sum(len(d.passages) for d in pending) >= _GROUP:
+                    embed_and_store(pending, writer, get_embedder(), report)
+                    pending = []
+            if pending:
+                embed_and_store(pending, writer, get_embedder(), report)
+            for path, sha, source, size, mtime_ns in aliases:
+                writer.add_alias(path, sha256=sha, source=source, size=size, mtime_ns=mtime_ns)
+        except sqlite3.Error as exc:
+            raise IndexCorrupt(f"cannot read the earlier index in {folder} ({exc}); {REBUILD}") from exc
+        finally:
+            db.close()
+    logger.info("brought %s up to date: %d documents, %d passages embedded", folder, len(report.updated),
+                report.passages_embedded)
+    return report
+
+
+def _old_catalog(folder: Path) -> Path:
+    """The live catalog the outdated manifest names, checked against its checksum."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    try:
+        catalog = folder / manifest["files"]["catalog"]
+        expected = manifest["checksums"]["catalog"]
+    except (KeyError, TypeError):
+        raise IndexCorrupt(f"{folder / MANIFEST} names no catalog; {REBUILD}") from None
+    if catalog.parent != folder or not catalog.is_file() or sha256_file(catalog) != expected:
+        raise IndexCorrupt(f"index file {catalog} is missing or fails its checksum; {REBUILD}")
+    return catalog
+
+
+def _passages(db: sqlite3.Connection, doc_id: int) -> list[StoredPassage]:
+    rows = db.execute(
+        "SELECT id, seq, paragraph, window, windows, start, end, page, section FROM passages "
+        "WHERE doc_id = ? ORDER BY seq, window",
+        (doc_id,),
+    ).fetchall()
+    out = []
+    for pid, seq, paragraph, window, windows, start, end, page, section in rows:
+        sentences = tuple(
+            Span(s, e) for s, e in db.execute("SELECT start, end FROM sentences WHERE passage_id = ? ORDER BY id", (pid,))
+        )
+        span = PassageSpan(paragraph=seq, window=window, windows=windows, start=start, end=end, sentences=sentences)
+        out.append(StoredPassage(span=span, paragraph=paragraph, page=page, section=section))
+    return out
