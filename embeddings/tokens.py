@@ -5,8 +5,8 @@ the words around it. Compared one by one (late interaction, as in ColBERT) they
 tell which passage answers a question more precisely than one vector a text.
 
 Stored, each vector is int8 with its own float32 scale (``pack``): 4 bytes for
-the scale and one per dimension, a quarter of float32. On the SQuAD dev set the
-ranking it gives was the same, question for question, as with float16 vectors.
+the scale and one per dimension, a quarter of float32. On the SQuAD dev set
+recall@1 was the same to the fourth decimal as with float16 vectors.
 """
 
 from __future__ import annotations
