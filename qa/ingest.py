@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Embed several documents' texts in one call: many small files would otherwise
 # each pay for a short, badly filled batch.
-_EMBED_GROUP = 512
+EMBED_GROUP = 512
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def index_paths(
                 continue
             (report.updated if previous else report.added).append(name)
             pending.append(Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, locate(extracted, spans)))
-            if sum(len(p.passages) for p in pending) >= _EMBED_GROUP:
+            if sum(len(p.passages) for p in pending) >= EMBED_GROUP:
                 _flush(pending, writer, embedder, report, bar)
                 pending = []
         _flush(pending, writer, embedder, report, bar)

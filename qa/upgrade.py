@@ -16,17 +16,13 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from qa.ingest import IndexReport, Pending, embed_and_store
+from qa.ingest import EMBED_GROUP, IndexReport, Pending, embed_and_store
 from qa.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
 from qa.read import ExtractedText
 from qa.records import PassageSpan, Span
 from qa.store import StoredPassage, Writer
 
 logger = logging.getLogger(__name__)
-
-# Passages embedded per call, as in indexing.
-_GROUP = 512
-
 
 def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
     """Rewrite the index at ``folder`` in the current format; its documents in ``report.updated``."""
@@ -50,7 +46,7 @@ def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
                 pending.append(Pending(path, source, sha, size, mtime_ns, ExtractedText(text, fmt, encoding), passages))
                 aliases += [(p, sha, s, z, m) for p, s, z, m in others]
                 report.updated += [p[0] for p in paths]
-                if sum(len(d.passages) for d in pending) >= _GROUP:
+                if sum(len(d.passages) for d in pending) >= EMBED_GROUP:
                     embed_and_store(pending, writer, get_embedder(), report)
                     pending = []
             if pending:
