@@ -187,11 +187,9 @@ class RuntimeEmbedder:
         if failures:
             raise failures[0]
 
-    def _feed(self, encodings, multiple: int = 1) -> dict[str, np.ndarray]:
-        """Token ids and mask, padded to the longest text (rounded up to ``multiple``:
-        fewer distinct shapes for the CPU plugin to prepare kernels for)."""
+    def _feed(self, encodings) -> dict[str, np.ndarray]:
+        """Token ids and mask, padded to the longest text."""
         length = max(len(e.ids) for e in encodings)
-        length = -(-length // multiple) * multiple
         ids = np.zeros((len(encodings), length), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, encoding in enumerate(encodings):
