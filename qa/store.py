@@ -204,12 +204,10 @@ class Writer:
             "sentences": self.folder / f"sentences-{generation}.faiss",
         }
         dim = self.model.dimension
-        if manifest and self.fresh:
-            check_model(manifest, self.model, self.folder)
-            self._old_files = [self.folder / name for name in manifest["files"].values()]
-            manifest = None  # start from an empty catalog
         if manifest:
             check_model(manifest, self.model, self.folder)
+            self._old_files = [self.folder / name for name in manifest["files"].values()]
+        if manifest and not self.fresh:
             old = Snapshot(self.folder, verify=True)
             try:
                 self._db = sqlite3.connect(self._new_files["catalog"])
@@ -219,8 +217,7 @@ class Writer:
                 self.sentence_vectors = old.sentence_vectors
             finally:
                 old.close()
-            self._old_files = [self.folder / name for name in manifest["files"].values()]
-        else:
+        else:  # a new index, or a fresh start (``fresh``)
             self._db = sqlite3.connect(self._new_files["catalog"])
             self._db.executescript(_SCHEMA)
             self.passage_vectors = VectorIndex(dim)
