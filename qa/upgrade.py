@@ -81,11 +81,17 @@ def _passages(db: sqlite3.Connection, doc_id: int) -> list[StoredPassage]:
         "WHERE doc_id = ? ORDER BY seq, window",
         (doc_id,),
     ).fetchall()
+    sentences: dict[int, list[Span]] = {}
+    for pid, s_start, s_end in db.execute(
+        "SELECT s.passage_id, s.start, s.end FROM sentences s JOIN passages p ON p.id = s.passage_id "
+        "WHERE p.doc_id = ? ORDER BY s.id",
+        (doc_id,),
+    ):
+        sentences.setdefault(pid, []).append(Span(s_start, s_end))
     out = []
     for pid, seq, paragraph, window, windows, start, end, page, section in rows:
-        sentences = tuple(
-            Span(s, e) for s, e in db.execute("SELECT start, end FROM sentences WHERE passage_id = ? ORDER BY id", (pid,))
+        span = PassageSpan(
+            paragraph=seq, window=window, windows=windows, start=start, end=end, sentences=tuple(sentences.get(pid, ()))
         )
-        span = PassageSpan(paragraph=seq, window=window, windows=windows, start=start, end=end, sentences=sentences)
         out.append(StoredPassage(span=span, paragraph=paragraph, page=page, section=section))
     return out
