@@ -60,7 +60,7 @@ def corpus(tmp_path) -> Path:
 # The real offline model (all-MiniLM-L6-v2) is loaded once per session (~5 s) and
 # the seed articles are indexed with it once; tests that write must copy the index.
 
-SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+ARTICLES_DIR = Path(__file__).resolve().parent / "articles"
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +71,12 @@ def real_embedder():
 
 
 @pytest.fixture(scope="session")
-def seed_index(tmp_path_factory, real_embedder) -> Path:
-    """An index of ``seeds/`` built with the real model; treat it as read-only."""
+def article_index(tmp_path_factory, real_embedder) -> Path:
+    """An index of ``tests/articles/`` (the two invented test articles) built with the real model; treat it as read-only."""
     from qa import QA
 
     folder = tmp_path_factory.mktemp("seed-index") / "index"
-    report = QA(folder, embedder=real_embedder).index([SEEDS_DIR])
+    report = QA(folder, embedder=real_embedder).index([ARTICLES_DIR])
     assert len(report.added) == 2 and not report.skipped, report
     return folder
 

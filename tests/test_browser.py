@@ -49,10 +49,10 @@ def screenshots(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page_url(seed_index, real_embedder, tmp_path_factory):
+def page_url(article_index, real_embedder, tmp_path_factory):
     # A copy: uploads write to the index.
     index = tmp_path_factory.mktemp("browser") / "index"
-    shutil.copytree(seed_index, index)
+    shutil.copytree(article_index, index)
     app = build_app(QA(index, embedder=real_embedder))
     port = _free_port()
     launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -106,7 +106,7 @@ def test_clicking_a_citation_opens_the_source_beside_the_chat(page, screenshots)
     cited = page.locator("#source mark#qa-cited")
     cited.wait_for(timeout=WAIT)
     assert cited.inner_text() == passage
-    assert f"seeds/{KESTREL}" in page.locator("#source .qa-source-head").inner_text()
+    assert f"articles/{KESTREL}" in page.locator("#source .qa-source-head").inner_text()
     # the whole document is there, the cited passage in view inside its scroll box
     source_text = page.locator("#source .qa-source").inner_text()
     assert source_text.startswith("Kestrel Bay votes for a tidal barrier")

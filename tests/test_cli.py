@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from qa.cli import CSV_COLUMNS, cli
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS = Path(__file__).resolve().parent / "articles"
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 MORVAN = "001_morvan_exile_government.txt"
 ALDAN = "What did Kostal say about President Aldan?"
@@ -38,9 +38,9 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
-def index_copy(seed_index, tmp_path) -> Path:
+def index_copy(article_index, tmp_path) -> Path:
     copy = tmp_path / "index"
-    shutil.copytree(seed_index, copy)
+    shutil.copytree(article_index, copy)
     return copy
 
 
@@ -109,7 +109,7 @@ def test_index_json_report_parses(model, index_copy):
     result = ok(invoke("index", SEEDS, "--index", index_copy, "--json"))
     report = json.loads(result.stdout)
     assert report["index"] == str(index_copy)
-    assert report["unchanged"] == [f"seeds/{KESTREL}", f"seeds/{MORVAN}"]
+    assert report["unchanged"] == [f"articles/{KESTREL}", f"articles/{MORVAN}"]
     assert report["added"] == report["updated"] == report["removed"] == report["skipped"] == []
     assert report["passages_embedded"] == 0
 
@@ -131,8 +131,8 @@ def test_index_names_skipped_files_and_exits_3(model, tmp_path):
 
 
 @pytest.mark.model
-def test_ask_json_is_one_object_with_cited_results(model, seed_index):
-    result = ok(invoke("ask", ALDAN, "--index", seed_index, "-k", "3", "--json"))
+def test_ask_json_is_one_object_with_cited_results(model, article_index):
+    result = ok(invoke("ask", ALDAN, "--index", article_index, "-k", "3", "--json"))
     assert len(result.stdout.strip().splitlines()) == 1
     answer = json.loads(result.stdout)
     assert answer["id"] == "1"
@@ -140,14 +140,14 @@ def test_ask_json_is_one_object_with_cited_results(model, seed_index):
     assert answer["answered"] is True
     check_answer(answer, k=3)
     top = answer["results"][0]
-    assert top["doc"] == f"seeds/{MORVAN}" and top["paragraph"] == 5 and top["page"] is None
+    assert top["doc"] == f"articles/{MORVAN}" and top["paragraph"] == 5 and top["page"] is None
     assert top["citation"] == f"{MORVAN} ¶5"
     assert "Aldan" in top["highlight"]
 
 
 @pytest.mark.model
-def test_ask_readable_output_shows_citation_and_best_sentence(model, seed_index):
-    result = ok(invoke("ask", ALDAN, "--index", seed_index, "-k", "2"))
+def test_ask_readable_output_shows_citation_and_best_sentence(model, article_index):
+    result = ok(invoke("ask", ALDAN, "--index", article_index, "-k", "2"))
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"1. {MORVAN} ¶5   [1034, 1461)")
     assert "2. " in result.stdout
@@ -159,15 +159,15 @@ def test_ask_readable_output_shows_citation_and_best_sentence(model, seed_index)
 
 @pytest.mark.model
 @pytest.mark.parametrize("retriever", ["hybrid", "fused", "lexical", "dense"])
-def test_ask_each_retriever_finds_the_passage(model, seed_index, retriever):
-    result = ok(invoke("ask", ALDAN, "--index", seed_index, "-k", "1", "--retriever", retriever, "--json"))
+def test_ask_each_retriever_finds_the_passage(model, article_index, retriever):
+    result = ok(invoke("ask", ALDAN, "--index", article_index, "-k", "1", "--retriever", retriever, "--json"))
     top = json.loads(result.stdout)["results"][0]
     assert (Path(top["doc"]).name, top["paragraph"]) == (MORVAN, 5)
 
 
 @pytest.mark.model
-def test_ask_uses_index_from_environment(model, seed_index):
-    result = ok(invoke("ask", FLOODED, "-k", "1", "--json", env={"QA_INDEX": str(seed_index)}))
+def test_ask_uses_index_from_environment(model, article_index):
+    result = ok(invoke("ask", FLOODED, "-k", "1", "--json", env={"QA_INDEX": str(article_index)}))
     top = json.loads(result.stdout)["results"][0]
     assert (Path(top["doc"]).name, top["paragraph"]) == (KESTREL, 5)
 
@@ -181,10 +181,10 @@ def expected_top(answer: dict) -> tuple[str, int]:
 
 
 @pytest.mark.model
-def test_batch_txt_ids_are_line_numbers(model, seed_index, tmp_path):
+def test_batch_txt_ids_are_line_numbers(model, article_index, tmp_path):
     questions = tmp_path / "q.txt"
     questions.write_text(f"{ALDAN}\n{FLOODED}\n\n{DEPUTY}\n", encoding="utf-8")
-    result = ok(invoke("batch", questions, "--index", seed_index, "-k", "2"))
+    result = ok(invoke("batch", questions, "--index", article_index, "-k", "2"))
     answers = json_lines(result.stdout)
     assert [a["id"] for a in answers] == ["1", "2", "4"]
     assert [a["question"] for a in answers] == [ALDAN, FLOODED, DEPUTY]
@@ -194,7 +194,7 @@ def test_batch_txt_ids_are_line_numbers(model, seed_index, tmp_path):
 
 
 @pytest.mark.model
-def test_batch_jsonl_with_and_without_id(model, seed_index, tmp_path):
+def test_batch_jsonl_with_and_without_id(model, article_index, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text(
         json.dumps({"id": "aldan", "question": ALDAN}) + "\n"
@@ -202,38 +202,38 @@ def test_batch_jsonl_with_and_without_id(model, seed_index, tmp_path):
         + json.dumps({"id": 7, "question": DEPUTY}) + "\n",
         encoding="utf-8",
     )
-    answers = json_lines(ok(invoke("batch", questions, "--index", seed_index, "-k", "1")).stdout)
+    answers = json_lines(ok(invoke("batch", questions, "--index", article_index, "-k", "1")).stdout)
     assert [a["id"] for a in answers] == ["aldan", "2", "7"]
     assert [expected_top(a) for a in answers] == [(MORVAN, 5), (KESTREL, 5), (MORVAN, 10)]
 
 
 @pytest.mark.model
-def test_batch_csv_with_question_and_id_columns(model, seed_index, tmp_path):
+def test_batch_csv_with_question_and_id_columns(model, article_index, tmp_path):
     with_id = tmp_path / "with_id.csv"
     with_id.write_text(f'question,id\n"{ALDAN}",q-a\n"{FLOODED}",q-b\n', encoding="utf-8")
-    answers = json_lines(ok(invoke("batch", with_id, "--index", seed_index, "-k", "1")).stdout)
+    answers = json_lines(ok(invoke("batch", with_id, "--index", article_index, "-k", "1")).stdout)
     assert [a["id"] for a in answers] == ["q-a", "q-b"]
     assert [expected_top(a) for a in answers] == [(MORVAN, 5), (KESTREL, 5)]
 
     without_id = tmp_path / "without_id.csv"
     without_id.write_text(f'question\n"{ALDAN}"\n"{DEPUTY}"\n', encoding="utf-8")
-    answers = json_lines(ok(invoke("batch", without_id, "--index", seed_index, "-k", "1")).stdout)
+    answers = json_lines(ok(invoke("batch", without_id, "--index", article_index, "-k", "1")).stdout)
     assert [a["id"] for a in answers] == ["1", "2"]
     assert [expected_top(a) for a in answers] == [(MORVAN, 5), (MORVAN, 10)]
 
 
 @pytest.mark.model
-def test_batch_reads_stdin(model, seed_index):
-    result = ok(invoke("batch", "-", "--index", seed_index, "-k", "1", input=f"{FLOODED}\n{DEPUTY}\n"))
+def test_batch_reads_stdin(model, article_index):
+    result = ok(invoke("batch", "-", "--index", article_index, "-k", "1", input=f"{FLOODED}\n{DEPUTY}\n"))
     answers = json_lines(result.stdout)
     assert [a["id"] for a in answers] == ["1", "2"]
     assert [expected_top(a) for a in answers] == [(KESTREL, 5), (MORVAN, 10)]
 
 
 @pytest.mark.model
-def test_batch_writes_output_file(model, seed_index, tmp_path):
+def test_batch_writes_output_file(model, article_index, tmp_path):
     out = tmp_path / "out.jsonl"
-    result = ok(invoke("batch", "-", "--index", seed_index, "-k", "3", "-o", out, input=f"{ALDAN}\n{FLOODED}\n"))
+    result = ok(invoke("batch", "-", "--index", article_index, "-k", "3", "-o", out, input=f"{ALDAN}\n{FLOODED}\n"))
     assert result.stdout == ""
     answers = json_lines(out.read_text(encoding="utf-8"))
     assert len(answers) == 2
@@ -242,8 +242,8 @@ def test_batch_writes_output_file(model, seed_index, tmp_path):
 
 
 @pytest.mark.model
-def test_batch_csv_format_is_one_row_per_result(model, seed_index):
-    result = ok(invoke("batch", "-", "--index", seed_index, "-k", "2", "--format", "csv", input=f"{ALDAN}\n{FLOODED}\n"))
+def test_batch_csv_format_is_one_row_per_result(model, article_index):
+    result = ok(invoke("batch", "-", "--index", article_index, "-k", "2", "--format", "csv", input=f"{ALDAN}\n{FLOODED}\n"))
     reader = csv.DictReader(io.StringIO(result.stdout))
     rows = list(reader)
     assert reader.fieldnames == CSV_COLUMNS
@@ -258,10 +258,10 @@ def test_batch_csv_format_is_one_row_per_result(model, seed_index):
 
 
 @pytest.mark.model
-def test_batch_empty_question_gets_an_error_entry(model, seed_index, tmp_path):
+def test_batch_empty_question_gets_an_error_entry(model, article_index, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"question": "  "}) + "\n" + json.dumps({"question": DEPUTY}) + "\n")
-    answers = json_lines(ok(invoke("batch", questions, "--index", seed_index, "-k", "1")).stdout)
+    answers = json_lines(ok(invoke("batch", questions, "--index", article_index, "-k", "1")).stdout)
     assert answers[0]["id"] == "1" and answers[0]["results"] == [] and answers[0]["answered"] is False
     assert answers[0]["error"] == "the question is empty"
     assert expected_top(answers[1]) == (MORVAN, 10)
@@ -275,10 +275,10 @@ def paragraph(name: str, number: int) -> str:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("citation", [f"{MORVAN} ¶5", f"{MORVAN}#5", f"seeds/{MORVAN} ¶ 5"])
-def test_show_prints_passage_and_neighbours(seed_index, citation):
-    out = ok(invoke("show", citation, "--index", seed_index)).stdout
-    assert f"» {MORVAN} ¶5   seeds/{MORVAN} [1034, 1461)" in out
+@pytest.mark.parametrize("citation", [f"{MORVAN} ¶5", f"{MORVAN}#5", f"articles/{MORVAN} ¶ 5"])
+def test_show_prints_passage_and_neighbours(article_index, citation):
+    out = ok(invoke("show", citation, "--index", article_index)).stdout
+    assert f"» {MORVAN} ¶5   articles/{MORVAN} [1034, 1461)" in out
     flat = re.sub(r"\s+", " ", out)
     for number in (4, 5, 6):
         assert paragraph(MORVAN, number) in flat
@@ -287,10 +287,10 @@ def test_show_prints_passage_and_neighbours(seed_index, citation):
 
 
 @pytest.mark.model
-def test_show_json(seed_index):
-    shown = json.loads(ok(invoke("show", f"{MORVAN} ¶5", "--index", seed_index, "--json", "-C", "2")).stdout)
+def test_show_json(article_index):
+    shown = json.loads(ok(invoke("show", f"{MORVAN} ¶5", "--index", article_index, "--json", "-C", "2")).stdout)
     assert shown["citation"] == f"{MORVAN} ¶5"
-    assert (shown["doc"], shown["paragraph"], shown["page"]) == (f"seeds/{MORVAN}", 5, None)
+    assert (shown["doc"], shown["paragraph"], shown["page"]) == (f"articles/{MORVAN}", 5, None)
     assert seed_text(MORVAN)[shown["start"] : shown["end"]] == shown["text"] == paragraph(MORVAN, 5)
     assert [p["paragraph"] for p in shown["before"]] == [3, 4]
     assert [p["paragraph"] for p in shown["after"]] == [6, 7]
@@ -299,38 +299,38 @@ def test_show_json(seed_index):
 
 
 @pytest.mark.model
-def test_show_long_paragraph_joins_its_windows(seed_index):
-    shown = json.loads(ok(invoke("show", f"{KESTREL} ¶6", "--index", seed_index, "--json", "-C", "0")).stdout)
+def test_show_long_paragraph_joins_its_windows(article_index):
+    shown = json.loads(ok(invoke("show", f"{KESTREL} ¶6", "--index", article_index, "--json", "-C", "0")).stdout)
     assert shown["text"] == paragraph(KESTREL, 6)
     assert shown["before"] == [] and shown["after"] == []
 
 
 @pytest.mark.model
-def test_show_title_and_last_paragraph_have_one_sided_context(seed_index):
-    first = json.loads(ok(invoke("show", f"{KESTREL}#1", "--index", seed_index, "--json")).stdout)
+def test_show_title_and_last_paragraph_have_one_sided_context(article_index):
+    first = json.loads(ok(invoke("show", f"{KESTREL}#1", "--index", article_index, "--json")).stdout)
     assert first["before"] == [] and [p["paragraph"] for p in first["after"]] == [2]
-    last = json.loads(ok(invoke("show", f"{KESTREL}#11", "--index", seed_index, "--json")).stdout)
+    last = json.loads(ok(invoke("show", f"{KESTREL}#11", "--index", article_index, "--json")).stdout)
     assert [p["paragraph"] for p in last["before"]] == [10] and last["after"] == []
 
 
 @pytest.mark.model
-def test_list_shows_seed_documents_with_passage_counts(seed_index):
-    result = ok(invoke("list", "--index", seed_index))
+def test_list_shows_seed_documents_with_passage_counts(article_index):
+    result = ok(invoke("list", "--index", article_index))
     # Kestrel: 11 paragraphs, the long ¶6 in two windows; Morvan: 11 paragraphs.
-    assert result.stdout.splitlines() == [f"    12  seeds/{KESTREL}", f"    11  seeds/{MORVAN}"]
+    assert result.stdout.splitlines() == [f"    12  articles/{KESTREL}", f"    11  articles/{MORVAN}"]
     assert result.stderr.strip() == "2 documents, 23 passages"
-    rows = json_lines(ok(invoke("list", "--index", seed_index, "--json")).stdout)
-    assert [(r["doc"], r["passages"]) for r in rows] == [(f"seeds/{KESTREL}", 12), (f"seeds/{MORVAN}", 11)]
+    rows = json_lines(ok(invoke("list", "--index", article_index, "--json")).stdout)
+    assert [(r["doc"], r["passages"]) for r in rows] == [(f"articles/{KESTREL}", 12), (f"articles/{MORVAN}", 11)]
     assert all(re.fullmatch(r"[0-9a-f]{64}", r["sha256"]) for r in rows)
 
 
 @pytest.mark.model
 def test_remove_drops_document(model, index_copy):
     result = ok(invoke("remove", KESTREL, "--index", index_copy))
-    assert result.stdout == f"removed seeds/{KESTREL}\n"
-    assert ok(invoke("list", "--index", index_copy)).stdout.splitlines() == [f"    11  seeds/{MORVAN}"]
+    assert result.stdout == f"removed articles/{KESTREL}\n"
+    assert ok(invoke("list", "--index", index_copy)).stdout.splitlines() == [f"    11  articles/{MORVAN}"]
     answer = json.loads(ok(invoke("ask", FLOODED, "--index", index_copy, "-k", "5", "--json")).stdout)
-    assert {r["doc"] for r in answer["results"]} == {f"seeds/{MORVAN}"}
+    assert {r["doc"] for r in answer["results"]} == {f"articles/{MORVAN}"}
     assert_one_line_error(invoke("show", f"{KESTREL} ¶2", "--index", index_copy))
     assert_one_line_error(invoke("remove", KESTREL, "--index", index_copy))
 
@@ -376,13 +376,13 @@ def test_missing_index_in_a_real_process_prints_no_traceback(tmp_path):
     "citation",
     ["nonsense", "", f"{MORVAN}", "unknown.txt ¶1", f"{MORVAN} ¶99", f"{MORVAN} ¶0", f"{KESTREL} ¶6, chars 1-2"],
 )
-def test_bad_citation_is_one_line_error(seed_index, citation):
-    assert_one_line_error(invoke("show", citation, "--index", seed_index))
+def test_bad_citation_is_one_line_error(article_index, citation):
+    assert_one_line_error(invoke("show", citation, "--index", article_index))
 
 
 @pytest.mark.model
-def test_empty_question_is_one_line_error(model, seed_index):
-    line = assert_one_line_error(invoke("ask", "   ", "--index", seed_index))
+def test_empty_question_is_one_line_error(model, article_index):
+    line = assert_one_line_error(invoke("ask", "   ", "--index", article_index))
     assert line == "Error: the question is empty"
 
 
@@ -401,7 +401,7 @@ def test_empty_question_is_one_line_error(model, seed_index):
         ("empty.csv", "", "the CSV needs a 'question' column"),
     ],
 )
-def test_bad_questions_file_is_one_line_error(seed_index, tmp_path, name, content, message):
+def test_bad_questions_file_is_one_line_error(article_index, tmp_path, name, content, message):
     path = tmp_path / name
     if content == "DIR":
         path.mkdir()
@@ -409,7 +409,7 @@ def test_bad_questions_file_is_one_line_error(seed_index, tmp_path, name, conten
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content, encoding="utf-8")
-    line = assert_one_line_error(invoke("batch", path, "--index", seed_index))
+    line = assert_one_line_error(invoke("batch", path, "--index", article_index))
     assert message in line
 
 
@@ -458,19 +458,19 @@ def test_model_mismatch_is_one_line_error(model, index_copy, args):
 
 
 @pytest.mark.model
-def test_model_mismatch_from_environment(model, seed_index):
-    result = invoke("ask", "When?", "--index", seed_index, env={"QA_MODEL": "some-other-name"})
+def test_model_mismatch_from_environment(model, article_index):
+    result = invoke("ask", "When?", "--index", article_index, env={"QA_MODEL": "some-other-name"})
     assert "not 'some-other-name'" in assert_one_line_error(result)
 
 
 @pytest.mark.model
-def test_full_hub_name_of_default_model_is_accepted(model, seed_index):
-    ok(invoke("ask", ALDAN, "--index", seed_index, "-k", "1", "--model", "sentence-transformers/all-MiniLM-L6-v2"))
+def test_full_hub_name_of_default_model_is_accepted(model, article_index):
+    ok(invoke("ask", ALDAN, "--index", article_index, "-k", "1", "--model", "sentence-transformers/all-MiniLM-L6-v2"))
 
 
 @pytest.mark.model
-def test_batch_output_into_missing_folder_is_one_line_error(model, seed_index, tmp_path):
-    result = invoke("batch", "-", "--index", seed_index, "-o", tmp_path / "no" / "such" / "out.jsonl", input="When?\n")
+def test_batch_output_into_missing_folder_is_one_line_error(model, article_index, tmp_path):
+    result = invoke("batch", "-", "--index", article_index, "-o", tmp_path / "no" / "such" / "out.jsonl", input="When?\n")
     assert_one_line_error(result)
 
 

@@ -7,8 +7,8 @@ import pytest
 from qa import QA
 from qa.followup import contextualize, is_follow_up, names_in
 
-MORVAN = "seeds/001_morvan_exile_government.txt"
-KESTREL = "seeds/000_kestrel_bay_tidal_barrier.txt"
+MORVAN = "articles/001_morvan_exile_government.txt"
+KESTREL = "articles/000_kestrel_bay_tidal_barrier.txt"
 
 
 @pytest.mark.parametrize(
@@ -41,8 +41,8 @@ def test_contextualize_adds_names_only_for_follow_ups(fake_qa, corpus):
 
 
 @pytest.mark.model
-def test_follow_up_finds_the_quote(seed_index, real_embedder):
-    qa = QA(seed_index, embedder=real_embedder)
+def test_follow_up_finds_the_quote(article_index, real_embedder):
+    qa = QA(article_index, embedder=real_embedder)
     first = qa.ask("Who is Kostal's deputy?", k=3)
     assert "Irina Sova" in first.hits[0].highlight
     follow_up = qa.ask("What did she say about a second case?", k=3, previous=first)
@@ -59,8 +59,8 @@ def test_follow_up_finds_the_quote(seed_index, real_embedder):
 
 
 @pytest.mark.model
-def test_follow_up_with_a_pronoun_for_a_person_named_only_in_the_answer(seed_index, real_embedder):
-    qa = QA(seed_index, embedder=real_embedder)
+def test_follow_up_with_a_pronoun_for_a_person_named_only_in_the_answer(article_index, real_embedder):
+    qa = QA(article_index, embedder=real_embedder)
     first = qa.ask("Who voted against the barrier?", k=3)
     follow_up = qa.ask("What does she propose instead?", k=3, previous=first)
     assert "Petra Lund" in (follow_up.searched or "")
@@ -68,8 +68,8 @@ def test_follow_up_with_a_pronoun_for_a_person_named_only_in_the_answer(seed_ind
 
 
 @pytest.mark.model
-def test_document_filter_restricts_every_result(seed_index, real_embedder):
-    qa = QA(seed_index, embedder=real_embedder)
+def test_document_filter_restricts_every_result(article_index, real_embedder):
+    qa = QA(article_index, embedder=real_embedder)
     unfiltered = qa.ask("What did Kostal say about President Aldan?", k=5)
     assert unfiltered.hits[0].passage.doc == MORVAN
     filtered = qa.ask("What did Kostal say about President Aldan?", k=5, docs=[KESTREL])

@@ -122,8 +122,8 @@ def _tokens_table(index: Path) -> dict[int, tuple[bytes, bytes]]:
 
 
 @pytest.mark.model
-def test_the_index_keeps_every_passage_s_content_tokens_from_its_forward_pass(seed_index, real_embedder):
-    qa = QA(seed_index, embedder=real_embedder)
+def test_the_index_keeps_every_passage_s_content_tokens_from_its_forward_pass(article_index, real_embedder):
+    qa = QA(article_index, embedder=real_embedder)
     snapshot = qa.snapshot()
     passages = snapshot.passages_of(KESTREL)
     stored = snapshot.passage_tokens(p.id for p in passages)
@@ -146,9 +146,9 @@ def test_the_index_keeps_every_passage_s_content_tokens_from_its_forward_pass(se
 
 
 @pytest.mark.model
-def test_hybrid_adds_late_interaction_and_an_index_without_tokens_ranks_as_fused(seed_index, real_embedder, tmp_path):
+def test_hybrid_adds_late_interaction_and_an_index_without_tokens_ranks_as_fused(article_index, real_embedder, tmp_path):
     questions = ("Who objected to the barrier?", "How much will the barrier cost?", "Who is Kostal's deputy?")
-    qa = QA(seed_index, embedder=real_embedder)
+    qa = QA(article_index, embedder=real_embedder)
     changed = 0
     for question in questions:
         hybrid, fused = qa.ask(question, k=5), qa.ask(question, k=5, retriever="fused")
@@ -158,7 +158,7 @@ def test_hybrid_adds_late_interaction_and_an_index_without_tokens_ranks_as_fused
     assert changed == len(questions)
     # The same index with its token vectors gone: hybrid falls back to fused, nothing fails.
     copy = tmp_path / "index"
-    shutil.copytree(seed_index, copy)
+    shutil.copytree(article_index, copy)
     manifest = read_manifest(copy)
     catalog = copy / manifest["files"]["catalog"]
     with sqlite3.connect(catalog) as db:
@@ -173,9 +173,9 @@ def test_hybrid_adds_late_interaction_and_an_index_without_tokens_ranks_as_fused
 
 
 @pytest.mark.model
-def test_removing_a_document_removes_its_token_vectors(seed_index, real_embedder, tmp_path):
+def test_removing_a_document_removes_its_token_vectors(article_index, real_embedder, tmp_path):
     copy = tmp_path / "index"
-    shutil.copytree(seed_index, copy)
+    shutil.copytree(article_index, copy)
     qa = QA(copy, embedder=real_embedder)
     kept = [d.path for d in qa.documents() if not d.path.endswith(KESTREL)]
     qa.remove([d.path for d in qa.documents() if d.path.endswith(KESTREL)])
@@ -199,9 +199,9 @@ class _Recording:
 
 
 @pytest.mark.model
-def test_a_follow_up_is_compared_token_by_token_in_the_user_s_own_words(seed_index, real_embedder):
+def test_a_follow_up_is_compared_token_by_token_in_the_user_s_own_words(article_index, real_embedder):
     recording = _Recording(real_embedder)
-    qa = QA(seed_index, embedder=recording)
+    qa = QA(article_index, embedder=recording)
     first = qa.ask("What did Kostal say about President Aldan?", k=3)
     assert recording.calls[-1] == ["What did Kostal say about President Aldan?"]  # one pass: vector and tokens
     follow_up = qa.ask("What did he say about the courts?", k=3, previous=first)

@@ -32,8 +32,8 @@ RESULT_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def seed_qa(seed_index, real_embedder) -> QA:
-    return QA(seed_index, embedder=real_embedder)
+def seed_qa(article_index, real_embedder) -> QA:
+    return QA(article_index, embedder=real_embedder)
 
 
 def cards(page: str) -> list[str]:
@@ -52,11 +52,11 @@ def test_render_turn_shows_citation_and_marks_best_sentence(seed_qa):
     assert 'data-rank="1"' in first
     assert citation_text(first) == f"{MORVAN} ¶5"
     key = html.unescape(re.search(r'data-key="([^"]*)"', first).group(1))
-    assert json.loads(key) == {"doc": f"seeds/{MORVAN}", "start": 1034, "end": 1461}
+    assert json.loads(key) == {"doc": f"articles/{MORVAN}", "start": 1034, "end": 1461}
     assert "qa-cue-strong" in first or "qa-cue-fair" in first
     assert f"<mark>{html.escape(ALDAN_SENTENCE)}</mark>" in first
     assert first.count("<mark>") == 1
-    assert f"seeds/{MORVAN} [1034, 1461)" in first
+    assert f"articles/{MORVAN} [1034, 1461)" in first
     assert f"Q: {html.escape(ALDAN)}" in page
     assert "do not seem to answer" not in page and "<details" not in page
     # every card's text, unescaped and unmarked, is the cited passage
@@ -103,7 +103,7 @@ def test_respond_reads_a_follow_up_with_the_previous_answer(seed_qa):
 
 def test_respond_searches_only_the_chosen_documents(seed_qa):
     respond = page_handler(build_app(seed_qa), "respond")
-    _, page, _ = respond(ALDAN, 3, [f"seeds/{KESTREL}"], new_chat())
+    _, page, _ = respond(ALDAN, 3, [f"articles/{KESTREL}"], new_chat())
     assert cards(page) and all(citation_text(c).startswith(KESTREL) for c in cards(page))
 
 
@@ -208,13 +208,13 @@ def test_ask_api_returns_a_batch_line(server_url, seed_qa):
     assert (Path(default_k["results"][0]["doc"]).name, default_k["results"][0]["paragraph"]) == (KESTREL, 5)
 
 
-def test_upload_refuses_other_types_and_oversize_files_and_names_broken_ones(seed_index, real_embedder, tmp_path, monkeypatch):
+def test_upload_refuses_other_types_and_oversize_files_and_names_broken_ones(article_index, real_embedder, tmp_path, monkeypatch):
     import shutil
 
     import qa.ui
 
     index = tmp_path / "index"
-    shutil.copytree(seed_index, index)
+    shutil.copytree(article_index, index)
     add_files = page_handler(build_app(QA(index, embedder=real_embedder)), "add_files")
     exe = tmp_path / "tool.exe"
     exe.write_bytes(b"MZ\x90\x00")

@@ -48,7 +48,7 @@ from hypothesis import strategies as st
 import corpus as gen
 import qa.snapshot as snapshot_module
 import qa.store as store
-from conftest import CORPUS, SEEDS_DIR
+from conftest import CORPUS, ARTICLES_DIR
 from embeddings import VectorIndex
 from fakes import FakeEmbedder, fake_token_offsets
 from qa import QA, IndexCorrupt, IndexLocked, QueryError, StoreError
@@ -914,12 +914,12 @@ HOSTILE_QUESTIONS = {
 
 
 @pytest.fixture(scope="module")
-def seed_qa(seed_index, real_embedder) -> QA:
-    return QA(seed_index, embedder=real_embedder)
+def seed_qa(article_index, real_embedder) -> QA:
+    return QA(article_index, embedder=real_embedder)
 
 
 def seed_texts() -> dict[str, str]:
-    return {f"seeds/{p.name}": p.read_bytes().decode("utf-8") for p in sorted(SEEDS_DIR.glob("*.txt"))}
+    return {f"articles/{p.name}": p.read_bytes().decode("utf-8") for p in sorted(ARTICLES_DIR.glob("*.txt"))}
 
 
 @pytest.mark.model
@@ -955,9 +955,9 @@ def cli_model(monkeypatch, real_embedder, tmp_path):
 
 @pytest.mark.model
 @pytest.mark.parametrize("name", list(HOSTILE_QUESTIONS))
-def test_hostile_question_on_the_command_line(cli_model, seed_index, name):
+def test_hostile_question_on_the_command_line(cli_model, article_index, name):
     texts = seed_texts()
-    result = CliRunner().invoke(cli, ["ask", HOSTILE_QUESTIONS[name], "--index", str(seed_index), "-k", "2", "--json"])
+    result = CliRunner().invoke(cli, ["ask", HOSTILE_QUESTIONS[name], "--index", str(article_index), "-k", "2", "--json"])
     assert result.exit_code in (0, 1), (result.exit_code, result.output, result.exception)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
@@ -1115,20 +1115,20 @@ FILE_TARGETS = [
     "/gradio_api/file={pyproject}",
     "/gradio_api/file=pyproject.toml",
     "/gradio_api/file={seed}",
-    "/gradio_api/file=seeds/000_kestrel_bay_tidal_barrier.txt",
+    "/gradio_api/file=articles/000_kestrel_bay_tidal_barrier.txt",
 ]
 
 
 @pytest.mark.model
 @pytest.mark.parametrize("template", FILE_TARGETS)
-def test_no_file_outside_the_app_is_served(seed_server, seed_index, template):
+def test_no_file_outside_the_app_is_served(seed_server, article_index, template):
     import httpx
 
     paths = {
-        "catalog": seed_index / manifest_of(seed_index)["files"]["catalog"],
-        "manifest": seed_index / "manifest.json",
+        "catalog": article_index / manifest_of(article_index)["files"]["catalog"],
+        "manifest": article_index / "manifest.json",
         "pyproject": ROOT / "pyproject.toml",
-        "seed": SEEDS_DIR / "000_kestrel_bay_tidal_barrier.txt",
+        "seed": ARTICLES_DIR / "000_kestrel_bay_tidal_barrier.txt",
     }
     target = template.format(**{k: str(v) for k, v in paths.items()})
     secrets = [b"root:x:0:0", b"PATH=", b"SQLite format 3", b'"checksums"', b"[project]", b"Kestrel Bay"]
@@ -1141,12 +1141,12 @@ def test_no_file_outside_the_app_is_served(seed_server, seed_index, template):
 
 
 @pytest.mark.model
-def test_the_page_config_names_no_local_path(seed_server, seed_index):
+def test_the_page_config_names_no_local_path(seed_server, article_index):
     import httpx
 
     for route in ("/config", "/gradio_api/info", "/"):
         body = httpx.get(seed_server + route, timeout=30).text
-        assert str(seed_index) not in body and str(ROOT) not in body, route
+        assert str(article_index) not in body and str(ROOT) not in body, route
 
 
 MARKUP = "<script>alert(1)</script>"
@@ -1160,10 +1160,10 @@ MARKUP_DOC = (
 
 
 @pytest.fixture(scope="module")
-def markup_server(seed_index, real_embedder, bench_load, tmp_path_factory):
+def markup_server(article_index, real_embedder, bench_load, tmp_path_factory):
     base = tmp_path_factory.mktemp("markup")
     index = base / "index"
-    shutil.copytree(seed_index, index)
+    shutil.copytree(article_index, index)
     (base / "docs").mkdir()
     (base / "docs" / MARKUP_NAME).write_text(MARKUP_DOC, encoding="utf-8")
     qa = QA(index, embedder=real_embedder)

@@ -23,7 +23,7 @@ from embeddings.runtime import RuntimeEmbedder
 pytestmark = pytest.mark.model
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"
+SEEDS = ROOT / "tests" / "articles"
 HEAVY = ("torch", "sentence_transformers", "transformers")
 
 TEXTS = [

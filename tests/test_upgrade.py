@@ -17,7 +17,7 @@ from qa.store import FORMAT_VERSION, IndexCorrupt, IndexOutdated, read_manifest,
 
 pytestmark = pytest.mark.model
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS = Path(__file__).resolve().parent / "articles"
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 
 

@@ -259,7 +259,7 @@ def test_best_window_picks_the_misquoted_sentence():
 
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 MORVAN = "001_morvan_exile_government.txt"
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS = Path(__file__).resolve().parent / "articles"
 COST = "The barrier will cost an estimated 212 million euros"
 
 
@@ -268,51 +268,51 @@ def invoke(*args):
 
 
 @pytest.mark.model
-def test_cli_verify_json_exact(model, seed_index):
-    result = invoke("verify", COST, f"{KESTREL} ¶3", "--index", seed_index, "--json")
+def test_cli_verify_json_exact(model, article_index):
+    result = invoke("verify", COST, f"{KESTREL} ¶3", "--index", article_index, "--json")
     assert result.exit_code == 0, result.output
     assert len(result.stdout.strip().splitlines()) == 1
     verdict = json.loads(result.stdout)
     assert verdict["status"] == "exact" and verdict["score"] == 1.0
     assert verdict["citation"] == f"{KESTREL} ¶3"
     m = verdict["match"]
-    assert (m["doc"], m["paragraph"], m["start"], m["end"]) == (f"seeds/{KESTREL}", 3, 376, 376 + len(COST))
+    assert (m["doc"], m["paragraph"], m["start"], m["end"]) == (f"articles/{KESTREL}", 3, 376, 376 + len(COST))
     assert (SEEDS / KESTREL).read_text(encoding="utf-8")[m["start"] : m["end"]] == COST
     assert verdict["found"] == []
 
 
 @pytest.mark.model
-def test_cli_verify_json_finds_the_quote_in_the_other_article(model, seed_index):
+def test_cli_verify_json_finds_the_quote_in_the_other_article(model, article_index):
     quote = "Kostal was sharply critical of Tessaly\u2019s leader"  # the article has a straight apostrophe
-    result = invoke("verify", quote, f"{KESTREL} ¶4", "--index", seed_index, "--json")
+    result = invoke("verify", quote, f"{KESTREL} ¶4", "--index", article_index, "--json")
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)
     assert verdict["status"] == "not-found" and verdict["match"] is None
     [where] = verdict["found"]
     assert (where["doc"], where["paragraph"], where["match"], where["citation"]) == (
-        f"seeds/{MORVAN}", 5, "near-exact", f"{MORVAN} ¶5"
+        f"articles/{MORVAN}", 5, "near-exact", f"{MORVAN} ¶5"
     )
     text = (SEEDS / MORVAN).read_text(encoding="utf-8")
     assert text[where["start"] : where["end"]] == where["text"] == "Kostal was sharply critical of Tessaly's leader"
 
 
 @pytest.mark.model
-def test_cli_verify_made_up_quote_lists_closest_passages(model, seed_index):
-    result = invoke("verify", "Penguins migrate across the desert every autumn.", f"{MORVAN} ¶4", "--index", seed_index)
+def test_cli_verify_made_up_quote_lists_closest_passages(model, article_index):
+    result = invoke("verify", "Penguins migrate across the desert every autumn.", f"{MORVAN} ¶4", "--index", article_index)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"not-found: the quote is not at {MORVAN} ¶4 (best similarity ")
     assert "It is not in the indexed documents; the closest passages are:" in result.stdout
-    assert re.search(r"^1\. \S+\.txt ¶\d+   seeds/\S+ \[\d+, \d+\)  closest 0\.\d\d$", result.stdout, flags=re.M)
+    assert re.search(r"^1\. \S+\.txt ¶\d+   articles/\S+ \[\d+, \d+\)  closest 0\.\d\d$", result.stdout, flags=re.M)
 
 
 @pytest.mark.model
-def test_cli_verify_readable_misquote(model, seed_index):
-    result = invoke("verify", "Aldan has won a war but he has not won an argument", f"{MORVAN} ¶4", "--index", seed_index)
+def test_cli_verify_readable_misquote(model, article_index):
+    result = invoke("verify", "Aldan has won a war but he has not won an argument", f"{MORVAN} ¶4", "--index", article_index)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"not-found: the quote is not at {MORVAN} ¶4")
     assert "It is in no indexed document as quoted; similar text is at:" in lines
-    assert any(line.startswith(f"1. {MORVAN} ¶5   seeds/{MORVAN} [") and " similar 0.9" in line for line in lines)
+    assert any(line.startswith(f"1. {MORVAN} ¶5   articles/{MORVAN} [") and " similar 0.9" in line for line in lines)
 
 
 @pytest.mark.model
@@ -323,8 +323,8 @@ def test_cli_verify_readable_misquote(model, seed_index):
         ("garbage", "Error: cannot read citation 'garbage'"),
     ],
 )
-def test_cli_verify_bad_citation_is_one_line_exit_1(model, seed_index, citation, message):
-    result = invoke("verify", COST, citation, "--index", seed_index)
+def test_cli_verify_bad_citation_is_one_line_exit_1(model, article_index, citation, message):
+    result = invoke("verify", COST, citation, "--index", article_index)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
@@ -335,8 +335,8 @@ def test_cli_verify_bad_citation_is_one_line_exit_1(model, seed_index, citation,
 
 
 @pytest.fixture(scope="module")
-def seed_qa(seed_index, real_embedder) -> QA:
-    return QA(seed_index, embedder=real_embedder)
+def seed_qa(article_index, real_embedder) -> QA:
+    return QA(article_index, embedder=real_embedder)
 
 
 @pytest.mark.model
@@ -360,8 +360,8 @@ def test_page_check_quote_shows_where_it_really_is(seed_qa):
     assert 'data-status="not-found"' in page and "It is at:" in page
     found = re.findall(r'<div class="qa-card qa-found" data-rank="\d+">.*?</div></div>', page, flags=re.S)
     assert len(found) == 1
-    assert f'title="Show in seeds/{MORVAN}">{MORVAN} ¶5</a>' in found[0]  # a link that opens the source
-    assert f"seeds/{MORVAN} [1034, 1081)" in found[0]
+    assert f'title="Show in articles/{MORVAN}">{MORVAN} ¶5</a>' in found[0]  # a link that opens the source
+    assert f"articles/{MORVAN} [1034, 1081)" in found[0]
     assert html.escape("Kostal was sharply critical of Tessaly's leader") in found[0]
 
 

@@ -17,7 +17,7 @@ from qa.search import ANSWER_CONFIDENCE
 
 pytestmark = pytest.mark.model
 
-SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS = Path(__file__).resolve().parent / "articles"
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 MORVAN = "001_morvan_exile_government.txt"
 
@@ -74,8 +74,8 @@ def paragraph_spans(name: str) -> list[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def seed_qa(seed_index, real_embedder) -> QA:
-    return QA(seed_index, embedder=real_embedder)
+def seed_qa(article_index, real_embedder) -> QA:
+    return QA(article_index, embedder=real_embedder)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_every_result_quotes_the_source_exactly(answers):
         assert scores == sorted(scores, reverse=True)
         for r in answer["results"]:
             name = Path(r["doc"]).name
-            assert r["doc"] == f"seeds/{name}"
+            assert r["doc"] == f"articles/{name}"
             text = seed_text(name)
             assert 0 <= r["start"] < r["end"] <= len(text)
             assert text[r["start"] : r["end"]] == r["text"]
@@ -157,7 +157,7 @@ def test_long_paragraph_is_stored_as_overlapping_windows_covering_it(seed_qa, re
     assert paragraph.startswith("The design chosen by the council")
     assert len(real_embedder.token_offsets(paragraph)) > real_embedder.max_tokens == 254
 
-    windows = seed_qa.snapshot().passages_of(f"seeds/{KESTREL}", HARBOUR_MASTER)
+    windows = seed_qa.snapshot().passages_of(f"articles/{KESTREL}", HARBOUR_MASTER)
     assert len(windows) > 1
     assert [w.window for w in windows] == list(range(1, len(windows) + 1))
     assert all(w.windows == len(windows) for w in windows)
@@ -208,7 +208,7 @@ def test_every_indexed_sentence_is_a_whole_sentence_of_its_paragraph(seed_qa):
     for name in (KESTREL, MORVAN):
         text = seed_text(name)
         spans = paragraph_spans(name)
-        passages = snapshot.passages_of(f"seeds/{name}")
+        passages = snapshot.passages_of(f"articles/{name}")
         sentences = snapshot.sentences(p.id for p in passages)
         for p in passages:
             whole = {(s.start, s.end) for s in split_sentences(text, Span(*spans[p.paragraph - 1]))}
