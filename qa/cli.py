@@ -431,25 +431,36 @@ def verify(quote: str, citation: str, index: str | None, model: str | None, as_j
 @index_option
 @model_option
 @retriever_option
-@click.option("-k", "k", type=click.IntRange(1, 100), default=10, show_default=True, help="Passages retrieved per question.")
-def evaluate(file: str, index: str | None, model: str | None, retriever: str, k: int) -> None:
+@click.option(
+    "-k", "k", type=click.IntRange(1, 100), default=None,
+    help="Passages retrieved per question. Default: 10, or 100 when the file has qrels.",
+)
+def evaluate(file: str, index: str | None, model: str | None, retriever: str, k: int | None) -> None:
     """Score retrieval on the labeled questions in FILE (JSON lines); print one JSON object.
 
-    Each line has a "question" and its gold passage: "doc" (stored path or
-    file name) and "paragraph" ("page" too for paged formats), or "text" (a
-    result is a hit when its text contains the gold text or is contained in
-    it). Optional "answers" (strings) score whether the top hit's highlighted
+    Each line has a "question" and its gold: a passage, by "doc" (stored path
+    or file name) and "paragraph" ("page" too for paged formats) or by "text"
+    (a result is a hit when its text contains the gold text or is contained in
+    it); or documents, by "qrels" ({"doc": grade, ...}, as BEIR gives them:
+    scored at document level with nDCG@10, recall@10, recall@100 and MRR@10);
+    or "answerable": false, for a question the documents cannot answer.
+    Optional "answers" (strings) score whether the top hit's highlighted
     sentence holds one. Prints recall@1, recall@5, MRR@10, the share answered,
-    that share of highlights, and counts.
+    that share of highlights, the share answered of the questions whose first
+    result is right, the share not answered of those from outside the index,
+    and counts.
 
     \b
-    Example:
+    Examples:
         qa eval questions.jsonl --retriever lexical -k 10
+        qa eval seeds-unanswerable.jsonl
     """
     from qa.evaluate import EvalError, evaluate as run_eval, read_labeled
 
     try:
         questions = read_labeled(file)
+        if k is None:
+            k = 100 if any(q.qrels for q in questions) else 10
         qa = _open(index, model)
         summary = run_eval(qa, questions, retriever=retriever, k=k)
     except EvalError as exc:

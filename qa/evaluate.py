@@ -1,13 +1,29 @@
-"""Scoring retrieval on labeled questions: recall@1, recall@5, MRR@10, and how often it answers.
+"""Scoring retrieval on labeled questions: recall, MRR, nDCG, and whether "answered" can be trusted.
 
-A labeled question names its gold passage either by ``doc`` and ``paragraph``
-(and ``page`` for paged formats), where any window of that paragraph is a hit,
-or by ``text``, where a hit is a result whose text contains the gold text or is
-contained in it (whitespace runs compared as one space; ``doc``, if given, must
-match too). ``doc`` may be the stored path, a unique path suffix, or a unique
-file name, as in a citation. A gold document that is not in the index counts as
-a miss and is counted in ``gold_not_indexed``. Optional ``answers`` are strings
-that the highlighted sentence of a correct top hit should contain.
+A labeled question names its gold in one of three ways:
+
+- a passage, by ``doc`` and ``paragraph`` (and ``page`` for paged formats),
+  where any window of that paragraph is a hit, or by ``text``, where a hit is a
+  result whose text contains the gold text or is contained in it (whitespace
+  runs compared as one space; ``doc``, if given, must match too);
+- documents, by ``qrels`` (``{"doc": grade, ...}``, as BEIR distributes its
+  judgements): the results are ranked as documents, each at the first position
+  at which any of its passages appears, and scored with nDCG@10 (trec_eval's
+  formula: gain = grade, log2 discount, the ideal ranking from every judged
+  document), recall@10 and recall@100 (share of the relevant documents found)
+  and MRR@10 (the first relevant document);
+- none, with ``"answerable": false``: a question the documents cannot answer.
+
+``doc`` may be the stored path, a unique path suffix, or a unique file name, as
+in a citation. A question none of whose gold documents is in the index is
+counted in ``gold_not_indexed``: for the figures on abstention it is a question
+from outside the index, like an unanswerable one. Optional ``answers`` are
+strings that the highlighted sentence of a correct top hit should contain.
+
+Two figures say whether ``answered`` means what a reader takes it to mean:
+``answered_when_top1_right``, the share answered of the questions whose first
+result is right, and ``abstained_outside``, the share *not* answered of the
+questions from outside the index.
 
 Shared by ``qa eval`` and ``bench/quality.py``.
 """
@@ -16,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +59,8 @@ class Labeled:
     page: int | None = None
     text: str | None = None
     answers: tuple[str, ...] = ()
+    qrels: tuple[tuple[str, int], ...] = ()  # (document, grade) judgements
+    answerable: bool = True
     where: str = ""  # "file:line", for messages
 
 
@@ -50,11 +69,12 @@ class Outcome:
     """What retrieval did with one labeled question."""
 
     id: str
-    rank: int | None  # of the first gold hit among the results, 1-based
+    rank: int | None  # of the first gold hit (with qrels: the first relevant document), 1-based
     answered: bool
     confidence: float
-    gold_indexed: bool
+    gold_indexed: bool  # False for an unanswerable question too
     highlight_has_answer: bool | None  # None unless the top hit is gold and answers are given
+    documents: dict | None = None  # with qrels: ndcg@10, recall@10, recall@100
 
 
 def labeled_from_json(item: object, where: str, default_id: str) -> Labeled:
@@ -72,8 +92,28 @@ def labeled_from_json(item: object, where: str, default_id: str) -> Labeled:
             raise EvalError(f'{where}: "{key}" must be a whole number from 1')
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise EvalError(f'{where}: "text" must be a non-empty string')
-    if text is None and (doc is None or paragraph is None):
-        raise EvalError(f'{where}: give the gold "doc" and "paragraph", or the gold "text"')
+    qrels = item.get("qrels")
+    if qrels is not None:
+        if (
+            not isinstance(qrels, dict)
+            or not qrels
+            or not all(isinstance(d, str) and d.strip() for d in qrels)
+            or not all(isinstance(g, int) and not isinstance(g, bool) and g >= 0 for g in qrels.values())
+        ):
+            raise EvalError(f'{where}: "qrels" must map document names to whole-number grades from 0')
+        if not any(qrels.values()):
+            raise EvalError(f'{where}: "qrels" judges no document relevant (every grade is 0)')
+    answerable = item.get("answerable", True)
+    if not isinstance(answerable, bool):
+        raise EvalError(f'{where}: "answerable" must be true or false')
+    has_gold = text is not None or (doc is not None and paragraph is not None) or qrels is not None
+    if not answerable and (has_gold or doc is not None):
+        raise EvalError(f'{where}: a question with "answerable": false has no gold')
+    if answerable and not has_gold:
+        raise EvalError(
+            f'{where}: give the gold "doc" and "paragraph", the gold "text", or "qrels"; '
+            'or "answerable": false for a question the documents cannot answer'
+        )
     answers = item.get("answers", [])
     if isinstance(answers, str):
         answers = [answers]
@@ -87,6 +127,8 @@ def labeled_from_json(item: object, where: str, default_id: str) -> Labeled:
         page=page,
         text=text,
         answers=tuple(answers),
+        qrels=tuple(sorted(qrels.items())) if qrels else (),
+        answerable=answerable,
         where=where,
     )
 
@@ -119,9 +161,15 @@ class _Gold:
 
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths = sorted(set(paths))
+        self._stored = set(self.paths)
+        self._by_name: dict[str, list[str]] = {}
+        for path in self.paths:  # a BEIR set judges thousands of names: look them up, not scan
+            self._by_name.setdefault(path.rsplit("/", 1)[-1], []).append(path)
 
     def resolve(self, ref: str, where: str) -> str | None:
-        matches = match_document(self.paths, ref)
+        if ref in self._stored:
+            return ref
+        matches = self._by_name.get(ref, []) if "/" not in ref else match_document(self.paths, ref)
         if len(matches) > 1:
             raise EvalError(f"{where}: gold doc {ref!r} is ambiguous: {', '.join(matches)}")
         return matches[0] if matches else None
@@ -141,26 +189,68 @@ def _is_gold(hit: Hit, q: Labeled, doc: str | None) -> bool:
     return gold in got or got in gold
 
 
+def ranked_documents(hits: Sequence[Hit]) -> list[tuple[str, ...]]:
+    """The documents of ``hits`` in order, each where its first passage is: its path and the
+    other paths of the same content."""
+    seen: set[str] = set()
+    ranked = []
+    for hit in hits:
+        names = (hit.passage.doc, *hit.passage.also)
+        if not seen.intersection(names):
+            ranked.append(names)
+        seen.update(names)
+    return ranked
+
+
+def document_scores(ranked: Sequence[tuple[str, ...]], grades: dict[str, int]) -> tuple[int | None, dict]:
+    """Rank of the first relevant document, and nDCG@10, recall@10 and recall@100 of ``ranked``
+    (documents, each a tuple of its names) against ``grades`` (document -> grade)."""
+    gains = [max((grades.get(name, 0) for name in names), default=0) for names in ranked]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:10]))
+    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    relevant = sum(g > 0 for g in grades.values())
+    first = next((i + 1 for i, g in enumerate(gains) if g > 0), None)
+    scores = {
+        "ndcg@10": dcg / idcg if idcg else 0.0,
+        "recall@10": sum(g > 0 for g in gains[:10]) / relevant if relevant else 0.0,
+        "recall@100": sum(g > 0 for g in gains[:100]) / relevant if relevant else 0.0,
+    }
+    return first, scores
+
+
 def score_questions(qa, questions: Sequence[Labeled], *, retriever: str = "hybrid", k: int = 10) -> list[Outcome]:
     """Ask every question of ``qa`` (a :class:`qa.QA`) and judge its top ``k`` results."""
     gold = _Gold(d.path for d in qa.documents())
-    docs = []
+    docs, grades = [], []
     for q in questions:
         resolved = gold.resolve(q.doc, q.where or q.id) if q.doc is not None else None
         docs.append(resolved)
         if q.doc is not None and resolved is None:
             logger.info("%s: gold doc %r is not in the index", q.where or q.id, q.doc)
+        judged: dict[str, int] = {}
+        for name, grade in q.qrels:
+            stored = gold.resolve(name, q.where or q.id)
+            judged[stored or f"\0{name}"] = grade  # a judged document outside the index still counts in the ideal
+        grades.append(judged)
     outcomes = []
     answers = qa.ask_many(((q.id, q.question) for q in questions), k=k, retriever=retriever)
-    for q, doc, answer in zip(questions, docs, answers):
-        indexed = q.doc is None or doc is not None
-        rank = None
-        if indexed:
-            rank = next((hit.rank for hit in answer.hits if _is_gold(hit, q, doc)), None)
+    for q, doc, judged, answer in zip(questions, docs, grades, answers):
+        documents = None
+        if not q.answerable:
+            indexed, rank = False, None
+        elif q.qrels:
+            indexed = any(g > 0 and not name.startswith("\0") for name, g in judged.items())
+            rank, documents = document_scores(ranked_documents(answer.hits), judged)
+        else:
+            indexed = q.doc is None or doc is not None
+            rank = next((hit.rank for hit in answer.hits if _is_gold(hit, q, doc)), None) if indexed else None
         has_answer = None
         if rank == 1 and q.answers:
             has_answer = any(a in answer.hits[0].highlight for a in q.answers)
-        outcomes.append(Outcome(q.id, rank, bool(answer.answered), float(answer.confidence), indexed, has_answer))
+        outcomes.append(
+            Outcome(q.id, rank, bool(answer.answered), float(answer.confidence), indexed, has_answer, documents)
+        )
     return outcomes
 
 
@@ -181,6 +271,7 @@ def summarize(outcomes: Sequence[Outcome], *, retriever: str, k: int, seconds: f
         "mrr@10": round(sum(1 / r for r in ranks if r is not None and r <= 10) / n, 4) if n else 0.0,
         "answered": share(sum(o.answered for o in outcomes)),
         "highlight_has_answer": round(sum(judged) / len(judged), 4) if judged else None,
+        **_calibration(outcomes),
         "counts": {
             "questions": n,
             "hit@1": top1,
@@ -192,9 +283,25 @@ def summarize(outcomes: Sequence[Outcome], *, retriever: str, k: int, seconds: f
             "highlight_has_answer": sum(judged),
         },
     }
+    scored = [o.documents for o in outcomes if o.documents is not None]
+    if scored:  # document-level figures of the questions judged by qrels
+        for key in ("ndcg@10", "recall@10", "recall@100"):
+            summary[key] = round(sum(d[key] for d in scored) / len(scored), 4)
+        summary["counts"]["judged_by_qrels"] = len(scored)
     if seconds is not None:
         summary["ms_per_question"] = round(1000 * seconds / n, 2) if n else 0.0
     return summary
+
+
+def _calibration(outcomes: Sequence[Outcome]) -> dict:
+    """How far ``answered`` can be trusted: the share answered of the questions whose first
+    result is right, and the share not answered of those from outside the index (None without any)."""
+    right = [o.answered for o in outcomes if o.rank == 1]
+    outside = [not o.answered for o in outcomes if not o.gold_indexed]
+    return {
+        "answered_when_top1_right": round(sum(right) / len(right), 4) if right else None,
+        "abstained_outside": round(sum(outside) / len(outside), 4) if outside else None,
+    }
 
 
 def evaluate(qa, questions: Sequence[Labeled], *, retriever: str = "hybrid", k: int = 10) -> dict:

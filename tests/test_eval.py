@@ -7,13 +7,24 @@ retriever with the real model on the seed index and a small labeled set.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from qa.cli import cli
-from qa.evaluate import EvalError, Outcome, evaluate, labeled_from_json, read_labeled, score_questions, summarize
+from qa.evaluate import (
+    EvalError,
+    Outcome,
+    document_scores,
+    evaluate,
+    labeled_from_json,
+    ranked_documents,
+    read_labeled,
+    score_questions,
+    summarize,
+)
 
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 MORVAN = "001_morvan_exile_government.txt"
@@ -24,7 +35,7 @@ MORVAN = "001_morvan_exile_government.txt"
 SEED_QUESTIONS = [
     {"id": "cost", "question": "How much will the barrier cost?", "doc": KESTREL, "paragraph": 3,
      "answers": ["212 million euros"]},
-    {"id": "aldan", "question": "What did Kostal say about President Aldan?", "doc": f"seeds/{MORVAN}",
+    {"id": "aldan", "question": "What did Kostal say about President Aldan?", "doc": f"articles/{MORVAN}",
      "paragraph": 5, "answers": ["Aldan"]},
     # the answer is in ¶5 but not in the sentence highlighted
     {"id": "homes", "question": "How many homes were flooded in January?", "doc": KESTREL, "paragraph": 5,
@@ -81,6 +92,48 @@ def test_summarize_without_answers_has_no_highlight_share():
     assert s["ms_per_question"] == 250.0
 
 
+def test_document_scores_follow_trec_eval():
+    """nDCG@10 by hand: gains 2, 0, 1 at ranks 1-3; the ideal ranking puts the grades 2, 2, 1 first."""
+    grades = {"a": 2, "b": 2, "c": 1, "z": 0}
+    ranked = [("a",), ("x",), ("c", "c-copy"), ("y",)]
+    first, scores = document_scores(ranked, grades)
+    dcg = 2 / math.log2(2) + 1 / math.log2(4)
+    idcg = 2 / math.log2(2) + 2 / math.log2(3) + 1 / math.log2(4)
+    assert first == 1
+    assert scores["ndcg@10"] == pytest.approx(dcg / idcg)
+    assert scores["recall@10"] == scores["recall@100"] == pytest.approx(2 / 3)
+    # a relevant document only at rank 11 counts for recall@100, not @10 or nDCG@10
+    late = [(f"n{i}",) for i in range(10)] + [("b",)]
+    first, scores = document_scores(late, grades)
+    assert first == 11 and scores["ndcg@10"] == 0 and scores["recall@10"] == 0
+    assert scores["recall@100"] == pytest.approx(1 / 3)
+    # the names of one content count once, at their first passage
+    assert document_scores([("a", "b")], grades)[1]["recall@10"] == pytest.approx(1 / 3)
+
+
+def test_ranked_documents_keeps_each_document_at_its_first_passage():
+    from types import SimpleNamespace as NS
+
+    hits = [NS(passage=NS(doc=d, also=also)) for d, also in [("a", ()), ("b", ("b2",)), ("a", ()), ("b2", ()), ("c", ())]]
+    assert ranked_documents(hits) == [("a",), ("b", "b2"), ("c",)]
+
+
+def test_calibration_figures_count_right_answers_and_outside_questions():
+    outcomes = [
+        outcome(1, answered=True),
+        outcome(1, answered=False),
+        outcome(2, answered=True),  # not right at rank 1: not counted in the first figure
+        outcome(None, answered=False, indexed=False),
+        outcome(None, answered=True, indexed=False),
+        outcome(None, answered=False, indexed=False),
+    ]
+    s = summarize(outcomes, retriever="hybrid", k=10)
+    assert s["answered_when_top1_right"] == 0.5
+    assert s["abstained_outside"] == round(2 / 3, 4)
+    alone = summarize([outcome(3)], retriever="hybrid", k=10)
+    assert alone["answered_when_top1_right"] is None and alone["abstained_outside"] is None
+
+
 # -- reading labeled questions ------------------------------------------------------------
 
 
@@ -105,8 +158,14 @@ def test_read_labeled_accepts_both_gold_forms(tmp_path):
         ("[1, 2]", "expected a JSON object"),
         ('{"doc": "a.txt", "paragraph": 1}', '"question" must be a non-empty string'),
         ('{"question": "  ", "text": "t"}', '"question" must be a non-empty string'),
-        ('{"question": "q"}', 'give the gold "doc" and "paragraph", or the gold "text"'),
-        ('{"question": "q", "doc": "a.txt"}', 'give the gold "doc" and "paragraph", or the gold "text"'),
+        ('{"question": "q"}', 'give the gold "doc" and "paragraph", the gold "text", or "qrels"; or "answerable": false for a question the documents cannot answer'),
+        ('{"question": "q", "doc": "a.txt"}', 'give the gold "doc" and "paragraph", the gold "text", or "qrels"; or "answerable": false for a question the documents cannot answer'),
+        ('{"question": "q", "qrels": {}}', '"qrels" must map document names to whole-number grades from 0'),
+        ('{"question": "q", "qrels": {"a.txt": -1}}', '"qrels" must map document names to whole-number grades from 0'),
+        ('{"question": "q", "qrels": {"a.txt": 1.5}}', '"qrels" must map document names to whole-number grades from 0'),
+        ('{"question": "q", "qrels": {"a.txt": 0}}', '"qrels" judges no document relevant (every grade is 0)'),
+        ('{"question": "q", "answerable": "no"}', '"answerable" must be true or false'),
+        ('{"question": "q", "answerable": false, "text": "t"}', 'a question with "answerable": false has no gold'),
         ('{"question": "q", "doc": "a.txt", "paragraph": 0}', '"paragraph" must be a whole number from 1'),
         ('{"question": "q", "doc": "a.txt", "paragraph": true}', '"paragraph" must be a whole number from 1'),
         ('{"question": "q", "text": ""}', '"text" must be a non-empty string'),
@@ -160,6 +219,25 @@ def test_gold_doc_by_path_suffix_or_name_and_gold_text_both_ways(fake_qa, corpus
     assert outcomes["absent"].rank is None and not outcomes["absent"].gold_indexed
 
 
+def test_qrels_and_unanswerable_questions_with_the_fake_model(fake_qa, corpus):
+    fake_qa.index([corpus])
+    questions = [
+        labeled(id="judged", question="When are apple trees pruned?", qrels={"beta.md": 2, "alpha.txt": 1}),
+        labeled(id="elsewhere", question="When are apple trees pruned?", qrels={"other.txt": 1}),
+        labeled(id="none", question="Who painted the ceiling?", answerable=False),
+    ]
+    outcomes = {o.id: o for o in score_questions(fake_qa, questions, k=10)}
+    judged = outcomes["judged"]
+    assert judged.gold_indexed and judged.documents is not None
+    assert judged.documents["recall@10"] == 1.0  # three documents in all: both judged ones are in the top 10
+    assert 0 < judged.documents["ndcg@10"] <= 1
+    assert not outcomes["elsewhere"].gold_indexed and outcomes["elsewhere"].documents["ndcg@10"] == 0
+    assert not outcomes["none"].gold_indexed and outcomes["none"].rank is None and outcomes["none"].documents is None
+    summary = summarize(list(outcomes.values()), retriever="hybrid", k=10)
+    assert summary["counts"]["judged_by_qrels"] == 2
+    assert summary["ndcg@10"] == round(judged.documents["ndcg@10"] / 2, 4)
+
+
 def test_ambiguous_gold_doc_is_an_error(fake_qa, tmp_path):
     for folder in ("a", "b"):
         (tmp_path / "docs" / folder).mkdir(parents=True)
@@ -188,9 +266,9 @@ def one_line_error(result) -> str:
 
 @pytest.mark.model
 @pytest.mark.parametrize("retriever", ["hybrid", "fused", "lexical", "dense"])
-def test_cli_eval_prints_one_json_object(model, seed_index, tmp_path, retriever):
+def test_cli_eval_prints_one_json_object(model, article_index, tmp_path, retriever):
     questions = write_jsonl(tmp_path / "seeds.jsonl", SEED_QUESTIONS)
-    result = invoke("eval", questions, "--index", seed_index, "--retriever", retriever)
+    result = invoke("eval", questions, "--index", article_index, "--retriever", retriever)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.strip().splitlines()) == 1
     s = json.loads(result.stdout)
@@ -206,26 +284,26 @@ def test_cli_eval_prints_one_json_object(model, seed_index, tmp_path, retriever)
 
 
 @pytest.mark.model
-def test_cli_eval_k_is_passed_on(model, seed_index, tmp_path):
+def test_cli_eval_k_is_passed_on(model, article_index, tmp_path):
     questions = write_jsonl(tmp_path / "seeds.jsonl", SEED_QUESTIONS[:2])
-    result = invoke("eval", questions, "--index", seed_index, "-k", "1")
+    result = invoke("eval", questions, "--index", article_index, "-k", "1")
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
     assert s["k"] == 1 and s["recall@1"] == 1.0 and s["counts"]["gold_retrieved"] == 2
 
 
 @pytest.mark.model
-def test_cli_eval_errors_are_one_line(model, seed_index, tmp_path):
+def test_cli_eval_errors_are_one_line(model, article_index, tmp_path):
     missing = tmp_path / "missing.jsonl"
-    assert one_line_error(invoke("eval", missing, "--index", seed_index)) == f"Error: cannot read {missing}: no such file"
+    assert one_line_error(invoke("eval", missing, "--index", article_index)) == f"Error: cannot read {missing}: no such file"
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(SEED_QUESTIONS[0]) + "\n{oops\n", encoding="utf-8")
-    assert one_line_error(invoke("eval", bad, "--index", seed_index)) == f"Error: {bad}:2: not a JSON object"
+    assert one_line_error(invoke("eval", bad, "--index", article_index)) == f"Error: {bad}:2: not a JSON object"
 
     no_gold = write_jsonl(tmp_path / "nogold.jsonl", [{"question": "Where?"}])
-    assert one_line_error(invoke("eval", no_gold, "--index", seed_index)).endswith(
-        'nogold.jsonl:1: give the gold "doc" and "paragraph", or the gold "text"'
+    assert one_line_error(invoke("eval", no_gold, "--index", article_index)).endswith(
+        'nogold.jsonl:1: give the gold "doc" and "paragraph", the gold "text", or "qrels"; or "answerable": false for a question the documents cannot answer'
     )
 
     good = write_jsonl(tmp_path / "good.jsonl", SEED_QUESTIONS[:1])
