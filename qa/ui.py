@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from qa.examples import example_questions  # noqa: E402
 from qa.library import QA  # noqa: E402
 from qa.read import FORMATS  # noqa: E402
 from qa.render import (  # noqa: E402,F401  (render_turn and render_verdict are part of this module's API)
@@ -32,12 +33,6 @@ from qa.render import (  # noqa: E402,F401  (render_turn and render_verdict are 
 
 logger = logging.getLogger(__name__)
 
-EXAMPLES = [
-    "When will the tidal barrier be finished?",
-    "How many homes were flooded in January?",
-    "Who is the president of the exile government?",
-    "What did Kostal say about President Aldan?",
-]
 UPLOAD_TYPES = sorted(FORMATS)
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 UPLOADS = "uploads"  # folder inside the index where uploaded files are kept
@@ -190,7 +185,13 @@ def build_app(qa: QA) -> gr.Blocks:
                         label="Question", placeholder="Ask a question…", scale=5, elem_id="question"
                     )
                     ask = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
-                gr.Examples(EXAMPLES, inputs=question, label="Try")
+                try:
+                    examples = example_questions(qa)
+                except Exception:  # a page without examples still answers
+                    logger.exception("making example questions failed")
+                    examples = []
+                if examples:
+                    gr.Examples([[q] for q in examples], inputs=question, label="Try")
                 with gr.Accordion("Settings", open=False):
                     k = gr.Slider(1, 20, value=5, step=1, label="Passages per answer", elem_id="k")
                     docs_filter = gr.Dropdown(
