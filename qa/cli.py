@@ -131,13 +131,18 @@ def index(
 
 
 def _print_answer(answer: dict) -> None:
+    from qa.confidence import in_words
+
     if not answer["results"]:
         click.echo("No passage matches this question.")
         return
     if not answer["answered"]:
         click.echo("No passage looks like a good answer; the closest ones are:\n")
     for r in answer["results"]:
-        click.echo(click.style(f"{r['rank']}. {r['citation']}", bold=True) + f"   [{r['start']}, {r['end']})  score {r['score']:.2f}")
+        click.echo(
+            click.style(f"{r['rank']}. {r['citation']}", bold=True)
+            + f"   [{r['start']}, {r['end']})  {in_words(r['confidence'])} ({r['confidence']:.2f})"
+        )
         text, hl_start = r["text"], r["highlight_start"] - r["start"]
         hl_end = hl_start + len(r["highlight"])
         marked = text[:hl_start] + click.style(text[hl_start:hl_end], underline=True, bold=True) + text[hl_end:]

@@ -180,6 +180,18 @@ class QA:
         if batch:
             yield from self._answer_batch(snapshot, batch, k, retriever, docs)
 
+    def signals_many(self, questions: Sequence[str], *, retriever: str = "hybrid", batch_size: int = 64):
+        """What the ranking knows of each question's candidates (``qa.search.Signals``), in order:
+        for whoever measures other weights than the retriever's own (bench/tune.py)."""
+        from qa.search import gather_signals
+
+        snapshot = self.snapshot()
+        for at in range(0, len(questions), batch_size):
+            texts = [_clean_question(q) for q in questions[at : at + batch_size]]
+            vectors, words = self._encode_questions(texts, texts, retriever == "hybrid")
+            for text, vector, own in zip(texts, vectors, words):
+                yield gather_signals(snapshot, vector, text, retriever=retriever, question_tokens=own)
+
     def _answer_batch(self, snapshot, batch, k, retriever, docs=None) -> Iterator[Answer]:
         texts = [_clean_question(q) for _, q in batch]
         vectors, words = self._encode_questions(texts, texts, retriever == "hybrid")

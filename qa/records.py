@@ -68,6 +68,7 @@ class Hit:
     highlight_start: int
     highlight_end: int
     similarity: float
+    confidence: float = 0.0  # the calibrated chance that it answers (qa.confidence)
 
     @property
     def citation(self) -> str:
@@ -91,6 +92,7 @@ class Hit:
             "highlight_start": self.highlight_start,
             "highlight_end": self.highlight_end,
             "similarity": round(self.similarity, 4),
+            "confidence": round(self.confidence, 4),
             "citation": self.citation,
             "also_in": list(p.also),
         }

@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 import json
 
+from qa.confidence import ANSWER_CONFIDENCE, in_words
+
 # How much of a very long document the source view shows around the passage.
 SOURCE_WINDOW = 40_000
 
@@ -49,13 +51,21 @@ def _marked(text: str, lo: int, hi: int, *, mark_attrs: str = "") -> str:
     return _e(text[:lo]) + f"<mark{mark_attrs}>" + _e(text[lo:hi]) + "</mark>" + _e(text[hi:])
 
 
-def cue(similarity: float) -> tuple[str, str]:
-    """A word for how closely the best sentence matches the question."""
-    if similarity >= 0.6:
-        return "strong", "strong match"
-    if similarity >= 0.4:
-        return "fair", "fair match"
-    return "weak", "weak match"
+def cue(confidence: float) -> tuple[str, str]:
+    """Words for the calibrated chance that the passage answers (``qa.confidence``)."""
+    label = in_words(confidence)
+    if confidence >= 0.8:
+        return "strong", label
+    if confidence >= ANSWER_CONFIDENCE:
+        return "fair", label
+    return "weak", label
+
+
+def _chance(confidence: float) -> str:
+    return (
+        f"confidence {confidence:.2f}: of the benchmark passages shown with this figure, about "
+        f"{round(confidence * 10)} in 10 answered their question"
+    )
 
 
 def source_key(doc: str, start: int, end: int) -> str:
@@ -74,13 +84,13 @@ def card(result: dict) -> str:
     text = result["text"]
     lo = result["highlight_start"] - result["start"]
     hi = lo + len(result["highlight"])
-    level, label = cue(result["similarity"])
+    level, label = cue(result["confidence"])
     also = f" · also in {_e(', '.join(result['also_in']))}" if result.get("also_in") else ""
     meta = f"{_e(result['doc'])} [{result['start']}, {result['end']}){also}"
     return (
         f'<div class="qa-card" data-rank="{result["rank"]}">'
         f'{citation_link(result["citation"], result["doc"], result["start"], result["end"])}'
-        f'<span class="qa-cue qa-cue-{level}" title="best sentence similarity {result["similarity"]:.2f}">{label}</span>'
+        f'<span class="qa-cue qa-cue-{level}" title="{_e(_chance(result["confidence"]))}">{label}</span>'
         f'<span class="qa-meta">{meta}</span>'
         f'<div class="qa-text">{_marked(text, lo, hi)}</div></div>'
     )

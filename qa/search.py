@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from qa import late as late_interaction
+from qa.confidence import ANSWER_CONFIDENCE, confidence as calibrated
 from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
 from qa.store import Snapshot
@@ -44,15 +45,6 @@ RETRIEVERS = ("hybrid", "fused", "lexical", "dense")
 # How many candidates each retriever contributes before fusion.
 CANDIDATES = 100
 
-# Confidence that the top passage answers: the mean of its best sentence's
-# cosine with the question and the share of the question's words (stop words
-# aside) that the passage contains. Both are properties of the question and
-# that one passage, so the figure means the same in a small or a large index,
-# unlike ranks or z-scores. The top passage counts as an answer at 0.45 or more.
-# On squad-dev with half the articles indexed (bench/quality.py): 96% of
-# in-corpus questions answered, 97% of out-of-corpus ones not; the cosine alone
-# at 0.40 gave 98% and 85%.
-ANSWER_CONFIDENCE = 0.45
 
 
 _WORD = re.compile(r"\w+")
@@ -125,22 +117,114 @@ def _candidates(
     return out
 
 
-def _fuse(
-    candidates: list[_Candidate],
-    retriever: str,
-    coverage: np.ndarray | None,
-    late: late_interaction.LateScores | None = None,
-) -> np.ndarray:
-    lexical = np.array([c.lexical for c in candidates])
-    passage = np.array([c.passage_cosine for c in candidates])
-    sentence = np.array([c.sentence_cosine for c in candidates])
+# The signals each fused retriever sums, as z-scores over the candidates, and their weights.
+WEIGHTS: dict[str, dict[str, float]] = {
+    "fused": {"lexical": 1.0, "passage": 1.0, "sentence": 1.0, "coverage": 1.0},
+    "hybrid": {
+        "lexical": 2.0, "passage": 1.0, "sentence": 3.0, "coverage": 2.0, "lead": 1.0, "doc_lexical": 0.5,
+        "late_whole": late_interaction.WEIGHT, "late_sentence": late_interaction.WEIGHT,
+    },
+}
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Everything the ranking knows of each candidate passage of one question, one array a signal."""
+
+    candidates: list[_Candidate]
+    passages: dict  # passage id -> Passage
+    terms: set[str]  # the question's content words, stemmed
+    values: dict[str, np.ndarray]
+    late: late_interaction.LateScores | None = None
+
+
+def gather_signals(
+    snapshot: Snapshot,
+    query_vector: np.ndarray,
+    question: str,
+    *,
+    retriever: str = "hybrid",
+    pool: int = CANDIDATES,
+    docs: Sequence[str] | None = None,
+    question_tokens: np.ndarray | None = None,
+) -> Signals:
+    """The candidates of ``question`` and the signals ``retriever`` ranks them by.
+
+    Signals: ``lexical`` (bm25), ``passage`` and ``sentence`` (cosines of the
+    passage and of its best sentence), ``coverage`` (idf-weighted share of the
+    question's words in one sentence), ``lead`` (cosine of the document's first
+    passage, its title or opening), and with ``hybrid`` and token vectors
+    ``late_whole`` and ``late_sentence`` (``qa.late``).
+    """
+    match = fts_query(question)
+    # Only words that carry content count for coverage: "a AND" covers everything.
+    terms = _stems(t for t in question_terms(question) if t not in STOP_WORDS)
+    query_vector = np.asarray(query_vector, dtype=np.float32)
+    candidates = _candidates(snapshot, query_vector, match, pool, docs)
     if retriever == "lexical":
-        return lexical
+        candidates = [c for c in candidates if c.lexical > 0]
+    if not candidates:
+        return Signals([], {}, terms, {})
+    passages = snapshot.passages(c.passage_id for c in candidates)
+    values = {
+        "lexical": np.array([c.lexical for c in candidates]),
+        "passage": np.array([c.passage_cosine for c in candidates]),
+        "sentence": np.array([c.sentence_cosine for c in candidates]),
+    }
+    late = None
+    if retriever in WEIGHTS:
+        words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
+        weights = _term_weights(terms, [set().union(*w) for w in words])
+        values["coverage"] = np.array([_weighted_coverage(weights, w) for w in words])
+        leads = snapshot.lead_passages(c.passage_id for c in candidates)
+        lead_ids = [leads.get(c.passage_id, c.passage_id) for c in candidates]
+        unique = list(dict.fromkeys(lead_ids))
+        cosines = dict(zip(unique, snapshot.passage_vectors.vectors(unique) @ query_vector))
+        values["lead"] = np.array([float(cosines[i]) for i in lead_ids])
+        # The best of each document's candidates: evidence from the rest of the document.
+        owner = np.unique(np.array(lead_ids), return_inverse=True)[1]
+        for name in ("lexical", "passage", "sentence"):
+            best = np.full(owner.max() + 1, -np.inf)
+            np.maximum.at(best, owner, values[name])
+            values[f"doc_{name}"] = best[owner]
+    if retriever == "hybrid" and question_tokens is not None:
+        stored = snapshot.passage_tokens(c.passage_id for c in candidates)
+        late = late_interaction.late_scores(
+            question_tokens, [stored.get(c.passage_id) for c in candidates], snapshot.model.dimension
+        )
+        if late is not None:
+            values["late_whole"], values["late_sentence"] = late.whole, late.best_sentence
+    return Signals(candidates, passages, terms, values, late)
+
+
+def confidence_features(signals: Signals, i: int) -> tuple[tuple[float, ...], bool]:
+    """Candidate ``i``'s values of ``qa.confidence.FEATURES``, and whether the token-by-token ones are known."""
+    c = signals.candidates[i]
+    late = signals.values.get("late_whole")
+    return (c.sentence_cosine, c.passage_cosine, 0.0 if late is None else float(late[i])), late is not None
+
+
+def passage_confidence(signals: Signals, i: int) -> float:
+    """The calibrated chance that candidate ``i`` answers (``qa.confidence``)."""
+    features, known = confidence_features(signals, i)
+    return calibrated(features, late=known)
+
+
+def fuse(signals: Signals, retriever: str, weights: dict[str, float] | None = None) -> np.ndarray:
+    """One score a candidate: bm25 alone, the passage cosine alone, or the weighted sum of
+    the signals' z-scores (``WEIGHTS``; a signal the candidates lack counts nothing)."""
+    if retriever == "lexical":
+        return signals.values["lexical"]
     if retriever == "dense":
-        return passage
-    fused = _zscore(lexical) + _zscore(passage) + _zscore(sentence) + _zscore(coverage)
-    if retriever == "hybrid" and late is not None:
-        fused = fused + late_interaction.WEIGHT * (_zscore(late.whole) + _zscore(late.best_sentence))
+        return signals.values["passage"]
+    if weights is None:
+        # Without token vectors (a model or an index that has none) hybrid ranks as fused:
+        # its other weights were chosen beside the token-by-token signals.
+        weights = WEIGHTS["fused" if "late_whole" not in signals.values else retriever]
+    fused = np.zeros(len(signals.candidates))
+    for name, weight in weights.items():
+        if weight and name in signals.values:
+            fused += weight * _zscore(signals.values[name])
     return fused
 
 
@@ -239,39 +323,28 @@ def search(
     answer_confidence: float = ANSWER_CONFIDENCE,
     docs: Sequence[str] | None = None,
     question_tokens: np.ndarray | None = None,
+    weights: dict[str, float] | None = None,
 ) -> Answer:
     """The ``k`` best passages for ``question`` (already embedded as ``query_vector``).
 
     ``docs`` (stored paths) restricts the search to those documents.
     ``question_tokens`` are the question's token vectors to compare with the
     passages' (``qa.late.question_tokens``); without them, or in an index
-    without token vectors, ``hybrid`` ranks as ``fused``.
+    without token vectors, ``hybrid`` ranks as ``fused``. ``weights`` replaces
+    the retriever's own (``WEIGHTS``), for whoever measures others.
     """
     if retriever not in RETRIEVERS:
         raise QueryError(f"unknown retriever {retriever!r}; choose one of {', '.join(RETRIEVERS)}")
     if k < 1:
         raise QueryError("k must be at least 1")
-    match = fts_query(question)
-    # Only words that carry content count for coverage: "a AND" covers everything.
-    terms = _stems(t for t in question_terms(question) if t not in STOP_WORDS)
-    candidates = _candidates(snapshot, np.asarray(query_vector, dtype=np.float32), match, max(pool, k), docs)
-    if retriever == "lexical":
-        candidates = [c for c in candidates if c.lexical > 0]
+    signals = gather_signals(
+        snapshot, query_vector, question, retriever=retriever, pool=max(pool, k), docs=docs,
+        question_tokens=question_tokens,
+    )
+    candidates, passages, terms, late = signals.candidates, signals.passages, signals.terms, signals.late
     if not candidates:
         return Answer(question=question, answered=False, confidence=0.0, hits=())
-    passages = snapshot.passages(c.passage_id for c in candidates)
-    coverage = None
-    if retriever in ("hybrid", "fused"):
-        words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
-        weights = _term_weights(terms, [set().union(*w) for w in words])
-        coverage = np.array([_weighted_coverage(weights, w) for w in words])
-    late = None
-    if retriever == "hybrid" and question_tokens is not None:
-        stored = snapshot.passage_tokens(c.passage_id for c in candidates)
-        late = late_interaction.late_scores(
-            question_tokens, [stored.get(c.passage_id) for c in candidates], snapshot.model.dimension
-        )
-    fused = _fuse(candidates, retriever, coverage, late)
+    fused = fuse(signals, retriever, weights)
     order = np.argsort(-fused, kind="stable")[: 4 * k]
     order = _one_window_per_paragraph(order, candidates, passages)
     hits = []
@@ -289,7 +362,8 @@ def search(
                 highlight_start=start,
                 highlight_end=end,
                 similarity=c.sentence_cosine,
+                confidence=passage_confidence(signals, i),
             )
         )
-    confidence = (hits[0].similarity + _coverage(terms, hits[0].passage.text)) / 2
+    confidence = hits[0].confidence
     return Answer(question=question, answered=confidence >= answer_confidence, confidence=confidence, hits=tuple(hits))

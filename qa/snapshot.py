@@ -175,6 +175,14 @@ class Snapshot:
         sql = "SELECT passage_id, sentences, vectors FROM passage_tokens WHERE passage_id IN ({ids})"
         return {row[0]: (row[1], row[2]) for row in self._query_in(sql, passage_ids)}
 
+    def lead_passages(self, passage_ids: Iterable[int]) -> dict[int, int]:
+        """``passage id -> id of the first passage of its document`` (its title or opening)."""
+        sql = (
+            "SELECT p.id, (SELECT q.id FROM passages q WHERE q.doc_id = p.doc_id ORDER BY q.seq, q.window LIMIT 1) "
+            "FROM passages p WHERE p.id IN ({ids})"
+        )
+        return dict(self._query_in(sql, passage_ids))
+
     def passage_of_sentences(self, sentence_ids: Iterable[int]) -> dict[int, int]:
         return dict(self._query_in("SELECT id, passage_id FROM sentences WHERE id IN ({ids})", sentence_ids))
 

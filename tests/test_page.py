@@ -27,7 +27,7 @@ FLOODED = "How many homes were flooded in January?"
 ALDAN_SENTENCE = '"President Aldan says he has brought peace to Morvan. There is no peace in a valley emptied of its people," Kostal said.'
 RESULT_KEYS = {
     "rank", "score", "doc", "paragraph", "page", "start", "end", "text",
-    "highlight", "highlight_start", "highlight_end", "similarity", "citation", "section", "also_in",
+    "highlight", "highlight_start", "highlight_end", "similarity", "confidence", "citation", "section", "also_in",
 }
 
 
@@ -200,7 +200,7 @@ def test_ask_api_returns_a_batch_line(server_url, seed_qa):
     # the same object a batch line (QA.ask(...).to_json()) holds, up to float noise
     local = seed_qa.ask(ALDAN, k=3, id="1").to_json()
     assert out["confidence"] == pytest.approx(local["confidence"], abs=1e-3)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("score", "similarity")} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("score", "similarity", "confidence")} for r in rs]  # noqa: E731
     assert strip(out["results"]) == strip(local["results"])
 
     default_k = client.predict(question=FLOODED, api_name="/ask")
