@@ -223,6 +223,30 @@ def _vanished(paths, stored: dict[str, PathState], seen: set[str]) -> list[str]:
     return sorted(gone)
 
 
+# A first paragraph of one sentence on one line, at most this long, reads as the document's title (or lead).
+TITLE_CHARS = 300
+
+
+def _context(doc: Pending, stored: StoredPassage) -> str | None:
+    """Words embedded before a passage's own: its heading, else the document's title.
+
+    The heading is context the passage's own words may lack ("Install" above
+    "Run make run"). A document without headings (plain text) whose first
+    paragraph is one short line, a title or a news lead, gives that line to its
+    other paragraphs: an abstract's windows then carry the topic its title names.
+    A first paragraph of several sentences is a paragraph like the others.
+    """
+    if stored.section:
+        return stored.section
+    first = doc.passages[0] if doc.passages else None
+    if first is None or stored.span.paragraph == first.span.paragraph or first.span.windows > 1:
+        return None
+    if len(first.span.sentences) > 1:
+        return None
+    title = doc.extracted.text[first.span.start : first.span.end]
+    return title if len(title) <= TITLE_CHARS and "\n" not in title.strip() else None
+
+
 def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: IndexReport) -> None:
     """Embed the documents' passages (and sentences and tokens) in one call and add them to ``writer``."""
     passage_texts: list[str] = []
@@ -232,8 +256,8 @@ def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: In
         for stored in doc.passages:
             span = stored.span
             body = doc.extracted.text[span.start : span.end]
-            # The heading is context the passage's own words may lack ("Install" above "Run make run").
-            prefix = f"{stored.section}\n" if stored.section else ""
+            context = _context(doc, stored)
+            prefix = f"{context}\n" if context else ""
             shift = len(prefix) - span.start
             for sentence in span.sentences:
                 sentence_spans.append((len(passage_texts), sentence.start + shift, sentence.end + shift))

@@ -16,9 +16,10 @@ from pathlib import Path
 from embeddings import canonical_model_name
 
 # 3: the catalog keeps each passage's token vectors (qa.late).
-FORMAT_VERSION = 3
+# 4: a document's one-line first paragraph (its title) is embedded as context of its other passages.
+FORMAT_VERSION = 4
 # Older formats whose catalog ``qa.upgrade`` can read and embed again.
-UPGRADABLE = (2,)
+UPGRADABLE = (2, 3)
 MANIFEST = "manifest.json"
 
 

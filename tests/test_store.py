@@ -527,8 +527,17 @@ def assert_vectors_match_text(qa: QA) -> None:
         passages = snap.passages_of(doc.path)
         ids = [p.id for p in passages]
         stored = snap.passage_vectors.vectors(ids)
-        # A passage under a heading is embedded with the heading as context.
-        expected = fake.encode([f"{p.section}\n{p.text}" if p.section else p.text for p in passages])
+        # A passage under a heading is embedded with the heading as context; without
+        # headings, the document's first paragraph is when it is one sentence on one line.
+        first = passages[0]
+        title = (
+            first.text
+            if first.windows == 1 and "\n" not in first.text.strip() and len(first.text) <= 300
+            and len(snap.sentences([first.id])[first.id]) == 1
+            else None
+        )
+        contexts = [p.section or (title if p.seq != first.seq else None) for p in passages]
+        expected = fake.encode([f"{c}\n{p.text}" if c else p.text for c, p in zip(contexts, passages)])
         assert abs(stored - expected).max() < 1e-5, doc.path
         sentences = snap.sentences(ids)
         for p in passages:

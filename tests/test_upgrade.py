@@ -61,7 +61,7 @@ def _citations(qa: QA) -> dict[str, list[tuple]]:
 def test_an_outdated_index_says_how_to_bring_it_up_to_date(old_index, real_embedder):
     qa = QA(old_index, embedder=real_embedder)
     assert qa.outdated() and qa.exists()
-    with pytest.raises(IndexOutdated, match=r"earlier version \(index format 2, this one reads 3\).*qa index PATH"):
+    with pytest.raises(IndexOutdated, match=r"earlier version \(index format 2, this one reads 4\).*qa index PATH"):
         qa.ask("How much will the barrier cost?")
 
 
