@@ -18,23 +18,21 @@ sys.path.insert(0, str(ROOT))
 
 from qa import QA  # noqa: E402
 
-K = "seeds/000_kestrel_bay_tidal_barrier.txt"
-M = "seeds/001_morvan_exile_government.txt"
+A = "seeds/000_1e317d521278b0dc.txt"  # the exile government on Pakistan and China
+B = "seeds/001_a6e42268cab0470d.txt"  # the exile government on Azerbaijan and China
 
 # (first question, follow-up, gold document, gold paragraph of the follow-up)
 PAIRS = [
-    ("Who is the president of the exile government?", "What did he say about Aldan?", M, 5),
-    ("Who is the president of the exile government?", "What will be his first priority?", M, 7),
-    ("Who resigned as president in August?", "What did she write in her letter?", M, 11),
-    ("Who is Kostal's deputy?", "What case will she file?", M, 10),
-    ("Which country controls Morvan since the offensive?", "What did its foreign ministry call the exile government?", M, 8),
-    ("How many people fled Morvan?", "Where do they live now?", M, 6),
-    ("Who proposed the motion to build the barrier?", "How many times has she seen the harbour wall rebuilt?", K, 4),
-    ("Who voted against the barrier?", "What does she propose instead?", K, 7),
-    ("Which firm designed the steel gates?", "Where did it build similar gates before?", K, 6),
-    ("Who is the harbour master?", "What did he say about the cargo trade?", K, 6),
-    ("Who runs a bakery on Quay Street?", "How often was her shop flooded?", K, 10),
-    ("Which group worries about the wading birds?", "When does it want the building work to happen?", K, 8),
+    ("Who is the foreign minister of the exile government?", "What did he say about Pakistan?", A, 4),
+    ("Who is the president of the exile government?", "What did he call Azerbaijan's agreements?", B, 6),
+    ("Which late Azerbaijani president promised never to side with Beijing?", "Whose values did he promote?", B, 2),
+    ("Which country does the exile government call hypocritical?", "Whom does it collaborate with?", A, 7),
+    ("Which court should investigate Chinese officials?", "For which crimes should they be prosecuted?", A, 9),
+    ("How many Uyghur children were separated from their families?", "Where were they placed?", B, 4),
+    ("How does the release describe Xi Jinping?", "What has his regime done to Turkic peoples?", B, 5),
+    ("Since when has China used counter-terrorism as a pretext?", "What has it carried out under it?", A, 3),
+    ("Which bodies are asked to impose sanctions?", "On whom should they impose them?", A, 8),
+    ("What does China call East Turkistan?", "What does that name mean?", B, 3),
 ]
 
 

@@ -36,14 +36,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 SEEDS = ROOT / "seeds"
 QUESTIONS = [
-    "When will the tidal barrier be finished?",
-    "How many homes were flooded in January?",
-    "Who is the president of the exile government?",
-    "What did Kostal say about President Aldan?",
-    "How much will the barrier cost?",
-    "Who voted against the barrier?",
-    "Where does the exile government meet?",
-    "What happens to the farms on the northern marshes?",
+    "Who is the foreign minister of the exile government?",
+    "Which court should look into Chinese officials?",
+    "What does the Chinese name for the region mean?",
+    "Who heads the East Turkistan government in exile?",
+    "Which country's partnership with Beijing did the exiles condemn in April?",
+    "How many Uyghur children have been taken away from their parents?",
+    "What penalties do the exiles want other countries to impose?",
+    "Since what year has Beijing used the fight against terror as a cover?",
 ]
 
 

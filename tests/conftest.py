@@ -75,9 +75,27 @@ def article_index(tmp_path_factory, real_embedder) -> Path:
     """An index of ``tests/articles/`` (the two invented test articles) built with the real model; treat it as read-only."""
     from qa import QA
 
-    folder = tmp_path_factory.mktemp("seed-index") / "index"
+    folder = tmp_path_factory.mktemp("article-index") / "index"
     report = QA(folder, embedder=real_embedder).index([ARTICLES_DIR])
     assert len(report.added) == 2 and not report.skipped, report
+    return folder
+
+
+SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, real_embedder) -> Path:
+    """An index of the real seed articles in ``seeds/``, with the page's example questions; read-only."""
+    import shutil
+
+    from qa import QA
+    from qa.examples import EXAMPLES_FILE, SEED_EXAMPLES
+
+    folder = tmp_path_factory.mktemp("seed-index") / "index"
+    report = QA(folder, embedder=real_embedder).index([SEEDS_DIR])
+    assert len(report.added) == 2 and not report.skipped, report
+    shutil.copyfile(SEED_EXAMPLES, folder / EXAMPLES_FILE)
     return folder
 
 

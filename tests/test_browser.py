@@ -25,8 +25,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-KESTREL = "000_kestrel_bay_tidal_barrier.txt"
-MORVAN = "001_morvan_exile_government.txt"
+# The real seed articles: the exile government on Pakistan and China, and on Azerbaijan and China.
+PAKISTAN = "000_1e317d521278b0dc.txt"
+AZERBAIJAN = "001_a6e42268cab0470d.txt"
 WAIT = 60_000
 
 pytestmark = [
@@ -49,10 +50,10 @@ def screenshots(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page_url(article_index, real_embedder, tmp_path_factory):
+def page_url(seed_index, real_embedder, tmp_path_factory):
     # A copy: uploads write to the index.
     index = tmp_path_factory.mktemp("browser") / "index"
-    shutil.copytree(article_index, index)
+    shutil.copytree(seed_index, index)
     app = build_app(QA(index, embedder=real_embedder))
     port = _free_port()
     launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -89,27 +90,29 @@ def ask(page, question: str):
 
 
 def test_question_shows_cited_passage_with_highlight(page, screenshots):
-    turn = ask(page, "What did Kostal say about President Aldan?")
+    turn = ask(page, "Who is the foreign minister of the exile government?")
     first = turn.locator(".qa-card").first
-    assert first.locator(".qa-cite").inner_text() == f"{MORVAN} ¶5"
-    assert "Aldan" in first.locator("mark").inner_text()
-    assert first.locator(".qa-cue").inner_text() in ("strong match", "fair match")
+    assert first.locator(".qa-cite").inner_text() == f"{PAKISTAN} ¶4"
+    assert "Salih Hudayar" in first.locator("mark").inner_text()
+    # the calibrated confidence in words, and its figure on hover
+    assert first.locator(".qa-cue").inner_text() in ("likely answers", "may answer")
+    assert "in 10 answered their question" in first.locator(".qa-cue").get_attribute("title")
     page.screenshot(path=str(screenshots / "chat.png"), full_page=True)
     assert (screenshots / "chat.png").stat().st_size > 10_000
 
 
 def test_clicking_a_citation_opens_the_source_beside_the_chat(page, screenshots):
-    turn = ask(page, "How many homes were flooded in January?")
+    turn = ask(page, "Which court should look into Chinese officials?")
     first = turn.locator(".qa-card").first
     passage = first.locator(".qa-text").inner_text()
     first.locator("a.qa-open").click()
     cited = page.locator("#source mark#qa-cited")
     cited.wait_for(timeout=WAIT)
     assert cited.inner_text() == passage
-    assert f"articles/{KESTREL}" in page.locator("#source .qa-source-head").inner_text()
+    assert f"seeds/{PAKISTAN}" in page.locator("#source .qa-source-head").inner_text()
     # the whole document is there, the cited passage in view inside its scroll box
     source_text = page.locator("#source .qa-source").inner_text()
-    assert source_text.startswith("Kestrel Bay votes for a tidal barrier")
+    assert source_text.strip().startswith("date 2024-09-23 Washington DC")
     page.wait_for_function(
         """() => { const m = document.getElementById('qa-cited'); const box = m.closest('.qa-source');
                    const a = m.getBoundingClientRect(), b = box.getBoundingClientRect();
@@ -125,14 +128,15 @@ def test_clicking_a_citation_opens_the_source_beside_the_chat(page, screenshots)
 
 def test_a_follow_up_question_finds_the_quote(page):
     ask(page, "Who is the president of the exile government?")
-    turn = ask(page, "What did he say about Aldan?")
+    turn = ask(page, "What did he call Azerbaijan's agreements?")
     first = turn.locator(".qa-card").first
-    assert first.locator(".qa-cite").inner_text() == f"{MORVAN} ¶5"
-    assert "Aldan has won a war" in first.locator(".qa-text").inner_text()
+    assert first.locator(".qa-cite").inner_text() == f"{AZERBAIJAN} ¶6"
+    assert "this is capitulation" in first.locator(".qa-text").inner_text()
 
 
-def test_an_off_topic_question_says_so_and_collapses_the_closest(page, screenshots):
-    turn = ask(page, "How do I bake a chocolate cake?")
+@pytest.mark.parametrize("question", ["How do I bake a chocolate cake?", "Who is the prime minister of Pakistan?"])
+def test_an_unanswerable_question_says_so_and_collapses_the_closest(page, screenshots, question):
+    turn = ask(page, question)
     assert "do not seem to answer" in turn.locator(".qa-unanswered").inner_text()
     details = turn.locator("details.qa-closest")
     assert details.get_attribute("open") is None
@@ -202,7 +206,7 @@ def test_page_loads_no_external_resources(browser, page_url):
     page.goto(page_url, wait_until="domcontentloaded")
     page.locator("#question textarea").wait_for(timeout=WAIT)
     page.wait_for_timeout(1500)
-    examples = page.get_by_text("When will the tidal barrier be finished?")
-    assert examples.count() >= 1  # example questions on first load
+    examples = page.get_by_text("Who is the foreign minister of the exile government?")
+    assert examples.count() >= 1  # the seeds' example questions on first load
     page.close()
     assert outside == []
