@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from qa import late as late_interaction
-from qa.confidence import ANSWER_CONFIDENCE, confidence as calibrated
+from qa.confidence import ANSWER_CONFIDENCE, confidence as calibrated, threshold  # noqa: F401 (ANSWER_CONFIDENCE re-exported)
 from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
 from qa.store import Snapshot
@@ -320,7 +320,7 @@ def search(
     k: int = 5,
     retriever: str = "hybrid",
     pool: int = CANDIDATES,
-    answer_confidence: float = ANSWER_CONFIDENCE,
+    answer_confidence: float | None = None,
     docs: Sequence[str] | None = None,
     question_tokens: np.ndarray | None = None,
     weights: dict[str, float] | None = None,
@@ -366,4 +366,6 @@ def search(
             )
         )
     confidence = hits[0].confidence
+    if answer_confidence is None:  # the threshold of the confidence model that scored it
+        answer_confidence = threshold(late="late_whole" in signals.values)
     return Answer(question=question, answered=confidence >= answer_confidence, confidence=confidence, hits=tuple(hits))
