@@ -134,9 +134,8 @@ def test_a_follow_up_question_finds_the_quote(page):
     assert "this is capitulation" in first.locator(".qa-text").inner_text()
 
 
-@pytest.mark.parametrize("question", ["How do I bake a chocolate cake?", "Who is the prime minister of Pakistan?"])
-def test_an_unanswerable_question_says_so_and_collapses_the_closest(page, screenshots, question):
-    turn = ask(page, question)
+def test_an_off_topic_question_says_so_and_collapses_the_closest(page, screenshots):
+    turn = ask(page, "How do I bake a chocolate cake?")
     assert "do not seem to answer" in turn.locator(".qa-unanswered").inner_text()
     details = turn.locator("details.qa-closest")
     assert details.get_attribute("open") is None
