@@ -69,7 +69,7 @@ def cli(verbose: bool) -> None:
     \b
     Example:
         qa index ~/reports
-        qa ask "When will the barrier be finished?"
+        qa ask "Who is the foreign minister of the exile government?"
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
@@ -276,8 +276,8 @@ def show(citation: str, index: str | None, context: int, as_json: bool) -> None:
 
     \b
     Examples:
-        qa show "000_kestrel_bay_tidal_barrier.txt ¶3"
-        qa show 000_kestrel_bay_tidal_barrier.txt#3 -C 0
+        qa show "000_1e317d521278b0dc.txt ¶4"
+        qa show 000_1e317d521278b0dc.txt#4 -C 0
     """
     qa = _open(index, None)
     try:
@@ -332,7 +332,7 @@ def remove(docs: tuple[str, ...], index: str | None) -> None:
 
     \b
     Example:
-        qa remove seeds/000_kestrel_bay_tidal_barrier.txt
+        qa remove seeds/000_1e317d521278b0dc.txt
     """
     qa = _open(index, None)
     try:
@@ -418,7 +418,7 @@ def verify(quote: str, citation: str, index: str | None, model: str | None, as_j
 
     \b
     Example:
-        qa verify "The barrier will cost an estimated 212 million euros" "000_kestrel_bay_tidal_barrier.txt ¶3"
+        qa verify "The international community must take action now" "000_1e317d521278b0dc.txt ¶4"
     """
     qa = _open(index, model)
     try:
@@ -458,7 +458,7 @@ def evaluate(file: str, index: str | None, model: str | None, retriever: str, k:
     \b
     Examples:
         qa eval questions.jsonl --retriever lexical -k 10
-        qa eval seeds-unanswerable.jsonl
+        qa eval tests/seed_questions/unanswerable.jsonl
     """
     from qa.evaluate import EvalError, evaluate as run_eval, read_labeled
 

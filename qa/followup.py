@@ -1,7 +1,7 @@
 """Follow-up questions, answered without a generative model.
 
-"Who is the president of the exile government?" then "What did he say about
-Aldan?": the second question alone does not say who "he" is. When a question
+"Who is the president of the exile government?" then "What did he call
+Azerbaijan's agreements?": the second question alone does not say who "he" is. When a question
 leans on the previous one (a pronoun or a demonstrative), the names in the
 previous answer's highlighted sentence are added to the text that is searched,
 lexically and densely. The user still sees their own question; nothing is
@@ -20,7 +20,7 @@ ANAPHORA = frozenset(
     former latter same such""".split()
 )
 _WORD = re.compile(r"\w+")
-# Capitalised words and runs of them ("Andrej Kostal", "Quay Street").
+# Capitalised words and runs of them ("Mamtimin Ala", "East Turkistan Government").
 _NAME = re.compile(r"\b[A-Z][a-z][\w’'-]*(?:\s+[A-Z][a-z][\w’'-]*)*")
 # Capitalised for other reasons than being a name: calendar words, openers.
 _NOT_NAMES = frozenset(
