@@ -1,12 +1,17 @@
 """Hybrid retrieval: lexical (FTS5 bm25) and dense (passage and sentence vectors), fused.
 
-Four signals are computed for the same candidate passages (the union of each
-retriever's top hits): bm25, the passage's cosine, its best sentence's cosine,
-and the largest weighted share of the question's words found in one of its
-sentences (an answer is usually one sentence that repeats some of the
-question). Each is standardised to z-scores over the candidates and the four
-are summed: z-scores put bm25's unbounded scale and cosine's narrow one on the
-same footing without a weight to tune per corpus.
+Signals are computed for the same candidate passages (the union of each
+retriever's top hits, ``gather_signals``): bm25, the passage's cosine, its
+best sentence's cosine, the largest weighted share of the question's words
+found in one of its sentences (an answer is usually one sentence that repeats
+some of the question), and two that speak for the whole document: the cosine
+of its first passage (a title or a news lead) and the best bm25 among its
+candidates. Each is standardised to z-scores over the candidates and the
+z-scores are summed with the weights of ``WEIGHTS``: z-scores put bm25's
+unbounded scale and cosine's narrow one on the same footing, and the weights
+were chosen by bench/tune.py on every benchmark set at once (SQuAD, SciFact,
+NFCorpus, the seeds' paraphrased questions), so that none of them is the one
+they fit.
 
 In that share each question word counts by its idf among the candidates,
 ``ln(1 + (n - df + 0.5) / (df + 0.5))`` with ``df`` the number of the ``n``
@@ -14,14 +19,12 @@ candidate passages containing it: a word that most candidates contain (the
 article's subject, "Huguenot" in every Huguenot passage) says little about
 which of them answers, while a word few of them contain singles the answer
 out. Counting over the candidates rather than the whole index needs no corpus
-statistics and measures exactly what the ranking has to tell apart. On the
-SQuAD dev set (bench/quality.py) this took recall@1 from 0.877 to 0.884,
-gaining on the odd- and the even-numbered questions alike.
+statistics and measures exactly what the ranking has to tell apart.
 
 ``hybrid`` adds two more, which compare the question with each candidate
 token by token (``qa.late``): over the whole passage and over its best
-sentence, each weighing ``qa.late.WEIGHT`` times the others. ``fused`` is the
-ranking without them.
+sentence. ``fused`` is the ranking without them, each signal weighing 1.
+Every passage shown gets a calibrated confidence (``qa.confidence``).
 """
 
 from __future__ import annotations
