@@ -11,7 +11,8 @@ vectors: no second model). Two scores a candidate: over the whole passage, and
 over its best sentence alone (the best of the sentences' own MaxSim).
 
 ``qa.search`` adds both, as z-scores over the candidates, to the fused score of
-``hybrid``, each with weight ``WEIGHT`` where the other signals have 1. On
+``hybrid``, each with weight ``WEIGHT`` (the others' are in ``qa.search.WEIGHTS``).
+When it was added, with the other signals at 1: on
 ../shared/bench/squad-dev (bench/quality.py) this took recall@1 from 0.882 to
 0.911 on the odd-numbered questions, where the weight was chosen (sums of 4 to
 10 for the two gave 0.910-0.911), and from 0.876 to 0.904 on the even-numbered
