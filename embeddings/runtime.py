@@ -164,28 +164,37 @@ class RuntimeEmbedder:
         one stream cannot split, so large jobs (indexing) run faster than with
         one latency-tuned stream; questions keep the latency-tuned model.
         """
-        import openvino as ov
-
         with self._compile_lock:
             if self._throughput is None:
                 self._throughput = self._core.compile_model(self._ir, "CPU", {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"})
-        queue = ov.AsyncInferQueue(self._throughput)
-        failures: list[BaseException] = []
+            streams = max(1, int(self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        # Requests taken in turn, each result pooled in this thread while the other
+        # streams compute. No Python callback runs on OpenVINO's threads: a garbage
+        # collection there could free a compiled model on its own worker thread,
+        # which then joins itself and aborts the process.
+        requests = [self._throughput.create_infer_request() for _ in range(streams)]
+        pending: list[tuple | None] = [None] * streams
 
-        def done(request, job) -> None:
-            batch, mask = job
-            try:
-                pool(batch, np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True), mask)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                failures.append(exc)
+        def collect(slot: int) -> None:
+            if pending[slot] is not None:
+                batch, mask = pending[slot]
+                requests[slot].wait()
+                pool(batch, np.array(requests[slot].get_output_tensor(0).data, dtype=np.float32, copy=True), mask)
+                pending[slot] = None
 
-        queue.set_callback(done)
-        for batch in batches:
-            feed = self._feed([encodings[i] for i in batch])
-            queue.start_async(feed, (batch, feed["attention_mask"]))
-        queue.wait_all()
-        if failures:
-            raise failures[0]
+        try:
+            for number, batch in enumerate(batches):
+                slot = number % streams
+                collect(slot)
+                feed = self._feed([encodings[i] for i in batch])
+                requests[slot].start_async(feed)
+                pending[slot] = (batch, feed["attention_mask"])
+            for slot in range(streams):
+                collect(slot)
+        finally:
+            for slot, request in enumerate(requests):
+                if pending[slot] is not None:
+                    request.wait()  # never leave a request running on buffers about to be freed
 
     def _feed(self, encodings) -> dict[str, np.ndarray]:
         """Token ids and mask, padded to the longest text."""
