@@ -7,7 +7,6 @@ embedders, so they hold on any CPU. The real model's decision is checked in test
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,21 +162,25 @@ def test_qa_info_shows_the_decision(model, tmp_path, monkeypatch):
 
 @pytest.mark.model
 def test_an_index_answers_alike_whichever_precision_wrote_or_reads_it(tmp_path, real_embedder):
-    """The index stores vectors, not a precision: written in one, read in the other, the same passages come first."""
+    """The index stores vectors, not a precision: written in one, read in the other, the same passages come first.
+
+    On the held-out text, whose questions each have one answering paragraph
+    (the seeds change with the corpus; this does not).
+    """
     from embeddings.runtime import RuntimeEmbedder
     from qa import QA
 
-    seeds = Path(__file__).resolve().parent.parent / "seeds"
+    paragraphs, questions = precision.fidelity_texts()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fidelity.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
     runtime = {p: RuntimeEmbedder(real_embedder.folder, name=real_embedder.name, precision=p) for p in ("int8", "fp32")}
-    questions = [
-        "How much will the barrier cost?", "Who voted against the barrier?", "When will construction begin?",
-        "How many people fled Morvan?", "Who is Kostal's deputy?", "What did Kostal say about President Aldan?",
-    ]
     tops = {}
     for writer in ("int8", "fp32"):
         folder = tmp_path / writer
-        QA(folder, embedder=runtime[writer]).index([seeds])
+        QA(folder, embedder=runtime[writer]).index([docs])
         for reader in ("int8", "fp32"):
             answers = [QA(folder, embedder=runtime[reader]).ask(q, k=3) for q in questions]
-            tops[writer, reader] = [a.hits[0].citation for a in answers]
+            tops[writer, reader] = [a.hits[0].passage.paragraph for a in answers]
     assert len({tuple(t) for t in tops.values()}) == 1, tops
+    assert tops["fp32", "fp32"] == list(range(1, len(questions) + 1))  # each question finds its own paragraph
