@@ -14,8 +14,14 @@ Every measurement runs in its own child process, so each one's peak memory
   token-by-token signals) and ``qa batch`` throughput
   (``QA.ask_many``), recall@1 on the labeled questions, and the index's size
   on disk.
-- ``ours fp32``: the same with ``QA_PRECISION=fp32``, the fp32 model of the
-  same runtime: the reference for the int8 default's recall@1.
+- ``ours`` runs in the precision measured for this CPU (``embeddings.precision``);
+  then the same with the other precision forced (``QA_PRECISION``): what the
+  choice bought, and the reference for int8's recall@1.
+- ``roof`` (``bench/roof.py``): this CPU's measured rate for matrix products
+  of the model's shape, in fp32 and int8, as tokens/s; each pipeline's tokens
+  embedded per second (the model's own seconds: tokenizing, forward passes,
+  pooling) is printed as a share of its precision's roof. Run as
+  ``ONEDNN_MAX_CPU_ISA=AVX2 python bench/speed.py`` to see a CPU without VNNI.
 - ``ours-torch`` (skip with ``--no-torch``): the same with ``QA_BACKEND=torch``,
   PyTorch fp32, each sentence encoded on its own: the pipeline before the
   OpenVINO runtime.
@@ -92,10 +98,14 @@ def phase_textbook(data: Path, _index: Path) -> dict:
     paragraphs = []
     for path in sorted((data / "docs").iterdir()):
         paragraphs += [block.strip() for block in path.read_text(encoding="utf-8").split("\n\n") if block.strip()]
+    embed_started = time.perf_counter()
     vectors = model.encode(paragraphs)
+    embed_s = time.perf_counter() - embed_started
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     seconds = time.perf_counter() - started
+    # What the model read: each paragraph's tokens with [CLS] and [SEP], cut at its window as encode cuts them.
+    tokens = sum(len(ids) for ids in model.tokenizer(paragraphs, truncation=True, max_length=model.max_seq_length)["input_ids"])
     timings = _time_single(lambda question: index.search(model.encode([question]), 5), _questions(data))
     return {
         "model_load_s": round(load, 2),
@@ -103,6 +113,11 @@ def phase_textbook(data: Path, _index: Path) -> dict:
         "passages": len(paragraphs),
         "passages_per_s": round(len(paragraphs) / seconds, 1),
         "sentences": 0,
+        "precision": "fp32",
+        "tokens": tokens,
+        "embed_s": round(embed_s, 2),
+        "tokens_per_s": round(tokens / embed_s),
+        **_roof("fp32"),
         **_percentiles(timings),
         "peak_mb": _peak_mb(),
     }
@@ -116,9 +131,14 @@ def phase_ours(data: Path, index: Path) -> dict:
     started = time.perf_counter()
     embedder = qa.embedder
     load = time.perf_counter() - started
+    spent = _time_model(embedder)
     started = time.perf_counter()
     report = qa.index([data / "docs"])
     seconds = time.perf_counter() - started
+    model = {"tokens": embedder.tokens_embedded, "embed_s": round(spent[0], 2),
+             "tokens_per_s": round(embedder.tokens_embedded / spent[0]),
+             "padding": round(embedder.positions_embedded / embedder.tokens_embedded - 1, 3),
+             **_roof(embedder.precision)} if spent else {}
     questions = _questions(data)
     timings = _time_single(lambda question: qa.ask(question, k=5), questions)
     fused = _time_single(lambda question: qa.ask(question, k=5, retriever="fused"), questions)
@@ -134,6 +154,7 @@ def phase_ours(data: Path, index: Path) -> dict:
         "passages": report.passages_embedded,
         "passages_per_s": round(report.passages_embedded / seconds, 1),
         "sentences": report.sentences_embedded,
+        **model,
         **_percentiles(timings),
         "fused_p50_ms": _percentiles(fused)["p50_ms"],
         "batch_questions_per_s": round(answered / batch, 1),
@@ -142,6 +163,36 @@ def phase_ours(data: Path, index: Path) -> dict:
         "peak_mb": _peak_mb(),
         "index_bytes": sum(f.stat().st_size for f in index.iterdir() if f.is_file()),
     }
+
+
+def _time_model(embedder) -> list[float] | None:
+    """Wrap the runtime's ``encode_passages`` to add up its seconds (tokenizing, the
+    forward passes, pooling); None for a back end that counts no tokens."""
+    own = getattr(embedder, "encode_passages", None)
+    if own is None or not hasattr(embedder, "tokens_embedded"):
+        return None
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return own(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    embedder.encode_passages = timed
+    return spent
+
+
+def _roof(precision: str) -> dict:
+    """This CPU's matrix-product roof in ``precision`` (``bench/roof.py``), measured right
+    after the phase's indexing: the machine is shared, and its speed moves by half
+    from one minute to the next, so each pipeline is set against its own minute."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from roof import roof
+
+    measured = roof(seconds=1.0, precisions=(precision,))
+    return {"roof_tokens_per_s": measured.get(f"{precision}_roof_tokens_per_s"), "roof_gflops": measured.get(f"{precision}_gflops")}
 
 
 PHASES = {"textbook": phase_textbook, "ours": phase_ours}
@@ -205,21 +256,31 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="qa-speed-"))
+    limit = {k: v for k, v in os.environ.items() if k.endswith("MAX_CPU_ISA")}
+    print(f"ISA limit: {limit or 'none'}\n")
     rows = [{"pipeline": "textbook (blank-line split, ST encode, IndexFlatIP)", **run_phase("textbook", args.data, work / "x")}]
     ours = run_phase("ours", args.data, work / "ours")
-    rows.append({"pipeline": f"ours ({ours['backend']} {ours['precision']}, passages + pooled sentences)", **ours})
-    fp32 = run_phase("ours", args.data, work / "fp32", env={"QA_PRECISION": "fp32"})
-    rows.append({"pipeline": f"ours ({fp32['backend']} {fp32['precision']}, same pipeline)", **fp32})
+    rows.append({"pipeline": f"ours, the default (auto: {ours['backend']} {ours['precision']})", **ours})
+    # The precision the measurement did not choose, forced: what the choice bought.
+    other = "fp32" if ours["precision"] == "int8" else "int8"
+    forced = run_phase("ours", args.data, work / other, env={"QA_PRECISION": other})
+    rows.append({"pipeline": f"ours, QA_PRECISION={other}", **forced})
     if not args.no_torch:
         torch_row = run_phase("ours", args.data, work / "torch", env={"QA_BACKEND": "torch"})
         rows.append({"pipeline": "ours on PyTorch fp32 (sentences encoded alone)", **torch_row})
     textbook = rows[0]["index_s"]
     for row in rows:
         row["speed_vs_textbook"] = f"{textbook / row['index_s']:.2f}x"
+        if row.get("roof_tokens_per_s") and row.get("tokens_per_s"):
+            row["of_roof"] = f"{100 * row['tokens_per_s'] / row['roof_tokens_per_s']:.0f}%"
+    print("roof: matrix products of the model's shape (bench/roof.py) in the row's precision, as tokens/s of the "
+          "model's 21.2 MFLOP a token, measured right after the row's indexing\n")
     table(rows, ["pipeline", "index_s", "passages", "sentences", "passages_per_s", "speed_vs_textbook",
+                 "tokens", "embed_s", "tokens_per_s", "roof_tokens_per_s", "of_roof", "padding",
                  "p50_ms", "p95_ms", "fused_p50_ms", "batch_questions_per_s", "recall@1", "peak_mb", "index_bytes"])
-    drift = 100 * (ours["recall@1"] - fp32["recall@1"])
-    print(f"\nrecall@1 of the default ({ours['precision']}) minus fp32, same pipeline: {drift:+.2f} points")
+    int8_row, fp32_row = (ours, forced) if ours["precision"] == "int8" else (forced, ours)
+    drift = 100 * (int8_row["recall@1"] - fp32_row["recall@1"])
+    print(f"\nrecall@1 of int8 minus fp32, same pipeline: {drift:+.2f} points")
 
     cold = cold_start(work / "ours", _questions(args.data)[0]["question"])
     print(f"\nqa ask cold start: {cold['qa_ask_s']} s (torch imported: {cold['torch_imported']})")
@@ -233,7 +294,8 @@ def main() -> None:
         synthetic = synthetic_table(sizes=tuple(sizes))
         print()
         table(synthetic, list(synthetic[0]))
-    print(json.dumps({"pipelines": rows, "recall@1_int8_minus_fp32": round(drift, 2), "cold_start": cold, "synthetic": synthetic}))
+    print(json.dumps({"isa_limit": limit, "pipelines": rows, "recall@1_int8_minus_fp32": round(drift, 2),
+                      "cold_start": cold, "synthetic": synthetic}))
 
 
 if __name__ == "__main__":

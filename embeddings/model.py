@@ -193,16 +193,18 @@ def load_embedder(name: str | None = None):
     an export cached on first use (``embeddings.export``), so later processes
     never import PyTorch; other models, and any the runtime cannot reproduce,
     run on PyTorch. ``$QA_BACKEND`` = ``torch`` or ``openvino`` forces one.
-    On OpenVINO the model runs in int8 (``embeddings.quantize``) unless
-    ``$QA_PRECISION`` is ``fp32``; PyTorch always runs fp32.
+    On OpenVINO the model runs in the precision measured best for this CPU
+    (``embeddings.precision``: int8 where it is clearly faster and faithful,
+    else fp32); ``$QA_PRECISION`` = ``int8`` or ``fp32`` forces one. PyTorch
+    always runs fp32.
     """
     logger.info("loading embedding model %s", name or DEFAULT_MODEL)
     backend = os.environ.get(ENV_BACKEND, "auto").strip().lower() or "auto"
     if backend not in ("auto", "torch", "openvino"):
         raise ModelError(f"{ENV_BACKEND} must be auto, torch or openvino, not {backend!r}")
-    precision = os.environ.get(ENV_PRECISION, "int8").strip().lower() or "int8"
-    if precision not in ("int8", "fp32"):
-        raise ModelError(f"{ENV_PRECISION} must be int8 or fp32, not {precision!r}")
+    precision = os.environ.get(ENV_PRECISION, "auto").strip().lower() or "auto"
+    if precision not in ("auto", "int8", "fp32"):
+        raise ModelError(f"{ENV_PRECISION} must be auto, int8 or fp32, not {precision!r}")
     if backend == "torch":
         return SentenceTransformerEmbedder(name)
     try:
@@ -214,8 +216,22 @@ def load_embedder(name: str | None = None):
         return SentenceTransformerEmbedder(name)
 
 
+def describe(embedder) -> dict:
+    """How ``embedder`` runs: back end, precision, whether it was forced, and the measured decision."""
+    folder = getattr(embedder, "folder", None)
+    return {
+        "model": embedder.name,
+        "backend": getattr(embedder, "backend", "custom"),
+        "precision": getattr(embedder, "precision", "fp32"),
+        "requested": os.environ.get(ENV_PRECISION, "").strip().lower() or "auto",
+        "export": str(folder) if folder else None,
+        "decision": getattr(embedder, "decision", None),
+    }
+
+
 def _runtime_embedder(name: str | None, precision: str):
     from embeddings.export import NotExportable, cached_folder, export, pooling_settings
+    from embeddings.precision import choose, recorded
     from embeddings.runtime import POOLING_FILE, RuntimeEmbedder
 
     canonical = canonical_model_name(name)
@@ -226,4 +242,12 @@ def _runtime_embedder(name: str | None, precision: str):
     folder = cached_folder(canonical, model_dir)
     if not (folder / POOLING_FILE).is_file():
         export(SentenceTransformerEmbedder(canonical)._model, model_dir, folder)
-    return RuntimeEmbedder(folder, name=canonical, precision=precision)
+    load = lambda chosen: RuntimeEmbedder(folder, name=canonical, precision=chosen)  # noqa: E731
+    if precision != "auto":
+        embedder = load(precision)
+        embedder.decision = recorded(folder)
+        return embedder
+    decision = choose(folder, load)
+    embedder = load(decision["precision"])
+    embedder.decision = decision
+    return embedder

@@ -324,6 +324,53 @@ def list_documents(index: str | None, as_json: bool) -> None:
         click.echo(f"{len(documents)} documents, {passages} passages", err=True)
 
 
+def _print_model_report(report: dict) -> None:
+    decision = report["decision"]
+    how = "forced by QA_PRECISION" if report["requested"] != "auto" else "measured for this CPU"
+    if report["backend"] != "openvino":
+        how = "the only precision of this back end"
+    click.echo(f"model      {report['model']} on {report['backend']}, {report['precision']} ({how})")
+    if not decision:
+        if report["backend"] == "openvino":
+            click.echo("decision   none recorded for this CPU")
+    else:
+        figures, cpu = decision["figures"], decision["cpu"]
+        limit = ", ".join(f"{k}={v}" for k, v in cpu["isa_limit"].items()) or "no ISA limit"
+        click.echo(f"decision   {decision['precision']}: {decision['reason']}")
+        click.echo(f"measured   {decision['measured_at']} on {cpu['model']} ({' '.join(cpu['flags'])}; {limit})")
+        if figures.get("int8_available"):
+            click.echo(f"speed      int8 {figures['int8_tokens_per_s']:,} tokens/s, fp32 {figures['fp32_tokens_per_s']:,}"
+                       f" tokens/s ({figures['timed_tokens']:,} tokens, fastest of {figures['rounds']} passes each)")
+            click.echo(f"fidelity   int8 vs fp32: cosine min {figures['cosine_min']:.4f}, mean {figures['cosine_mean']:.4f};"
+                       f" same nearest neighbour {100 * figures['neighbour_agreement']:.1f}% of {figures['texts']} texts")
+    if report["export"]:
+        click.echo(f"export     {report['export']}")
+
+
+@cli.command()
+@index_option
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def info(index: str | None, model: str | None, as_json: bool) -> None:
+    """Show how the model runs here: back end, int8 or fp32, and the measurement behind the choice.
+
+    The precision is measured once per CPU, the first time the model runs
+    there; QA_PRECISION=int8 or fp32 forces one.
+
+    \b
+    Example:
+        qa info --json
+    """
+    try:
+        report = _open(index, model).model_report()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False))
+    else:
+        _print_model_report(report)
+
+
 @cli.command()
 @click.argument("docs", nargs=-1, required=True)
 @index_option

@@ -90,6 +90,13 @@ class QA:
         ]
         return vectors[: len(searched)], words
 
+    def model_report(self) -> dict:
+        """How this index's model runs here (``embeddings.describe``); loads the model,
+        and on a CPU met for the first time measures which precision to use."""
+        from embeddings import describe
+
+        return {"index": str(self.index_dir), **describe(self.embedder)}
+
     def _model_info(self) -> ModelInfo:
         e = self.embedder
         return ModelInfo(e.name, e.dimension, e.max_tokens)
