@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from qa import late as late_interaction
-from qa.confidence import ANSWER_CONFIDENCE, confidence as calibrated, threshold  # noqa: F401 (ANSWER_CONFIDENCE re-exported)
+from qa.confidence import confidence as calibrated, threshold
 from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
 from qa.store import Snapshot
@@ -155,8 +155,8 @@ def gather_signals(
 
     Signals: ``lexical`` (bm25), ``passage`` and ``sentence`` (cosines of the
     passage and of its best sentence), ``coverage`` (idf-weighted share of the
-    question's words in one sentence), ``lead`` (cosine of the document's first
-    passage, its title or opening), and with ``hybrid`` and token vectors
+    question's words in one sentence), and with ``hybrid`` ``lead`` and
+    ``doc_lexical`` (``_document_signals``) and, given token vectors,
     ``late_whole`` and ``late_sentence`` (``qa.late``).
     """
     match = fts_query(question)
@@ -179,17 +179,8 @@ def gather_signals(
         words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
         weights = _term_weights(terms, [set().union(*w) for w in words])
         values["coverage"] = np.array([_weighted_coverage(weights, w) for w in words])
-        leads = snapshot.lead_passages(c.passage_id for c in candidates)
-        lead_ids = [leads.get(c.passage_id, c.passage_id) for c in candidates]
-        unique = list(dict.fromkeys(lead_ids))
-        cosines = dict(zip(unique, snapshot.passage_vectors.vectors(unique) @ query_vector))
-        values["lead"] = np.array([float(cosines[i]) for i in lead_ids])
-        # The best of each document's candidates: evidence from the rest of the document.
-        owner = np.unique(np.array(lead_ids), return_inverse=True)[1]
-        for name in ("lexical", "passage", "sentence"):
-            best = np.full(owner.max() + 1, -np.inf)
-            np.maximum.at(best, owner, values[name])
-            values[f"doc_{name}"] = best[owner]
+    if retriever == "hybrid":  # the document-level signals only hybrid weighs
+        _document_signals(snapshot, query_vector, candidates, values)
     if retriever == "hybrid" and question_tokens is not None:
         stored = snapshot.passage_tokens(c.passage_id for c in candidates)
         late = late_interaction.late_scores(
@@ -198,6 +189,20 @@ def gather_signals(
         if late is not None:
             values["late_whole"], values["late_sentence"] = late.whole, late.best_sentence
     return Signals(candidates, passages, terms, values, late)
+
+
+def _document_signals(snapshot: Snapshot, query_vector: np.ndarray, candidates, values: dict) -> None:
+    """``lead``, the cosine of each candidate's document's first passage (its title or lead),
+    and ``doc_lexical``, the best bm25 among the candidates of its document."""
+    leads = snapshot.lead_passages(c.passage_id for c in candidates)
+    lead_ids = [leads.get(c.passage_id, c.passage_id) for c in candidates]
+    unique = list(dict.fromkeys(lead_ids))
+    cosines = dict(zip(unique, snapshot.passage_vectors.vectors(unique) @ query_vector))
+    values["lead"] = np.array([float(cosines[i]) for i in lead_ids])
+    owner = np.unique(np.array(lead_ids), return_inverse=True)[1]  # the first passage names the document
+    best = np.full(owner.max() + 1, -np.inf)
+    np.maximum.at(best, owner, values["lexical"])
+    values["doc_lexical"] = best[owner]
 
 
 def confidence_features(signals: Signals, i: int) -> tuple[tuple[float, ...], bool]:

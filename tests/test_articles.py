@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qa import QA
-from qa.search import ANSWER_CONFIDENCE
+from qa.confidence import ANSWER_CONFIDENCE
 
 pytestmark = pytest.mark.model
 
