@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa import QA  # noqa: E402
-from qa.evaluate import document_scores, read_labeled  # noqa: E402
+from qa.evaluate import Gold, document_scores, ranked_documents, read_labeled  # noqa: E402
 from qa.confidence import FEATURES  # noqa: E402
 from qa.search import WEIGHTS, confidence_features, fuse  # noqa: E402
 
@@ -81,14 +81,7 @@ class Question:
             return 0.0
         order = np.argsort(-fuse(self.signals, "hybrid", weights), kind="stable")
         if self.grades is not None:
-            seen, ranked = set(), []
-            for i in order:
-                names = self.names[i]
-                if not seen.intersection(names):
-                    ranked.append(names)
-                seen.update(names)
-                if len(ranked) >= 10:
-                    break
+            ranked = ranked_documents((self.names[i] for i in order), limit=10)
             return document_scores(ranked, self.grades)[1]["ndcg@10"]
         return float(self.gold[order[0]])
 
@@ -104,9 +97,8 @@ def load(
         labeled = read_labeled(questions_file)[: limit or None]
         if len(labeled) > 1000:  # SQuAD: every n-th question, for quicker rounds
             labeled = labeled[::every]
-        paths = {d.path for d in qa.documents()}
-        by_name = {p.rsplit("/", 1)[-1]: p for p in paths}
-        resolve = lambda ref: ref if ref in paths else by_name.get(ref)  # noqa: E731
+        gold = Gold(d.path for d in qa.documents())
+        resolve = lambda ref: gold.resolve(ref, name)  # noqa: E731
         started = time.perf_counter()
         signals = list(qa.signals_many([q.question for q in labeled]))
         out[name] = [Question(s, q, resolve) for s, q in zip(signals, labeled)]
@@ -197,7 +189,7 @@ def main() -> None:
     parser.add_argument("--values", default="0,0.5,1,2,3")
     parser.add_argument(
         "--signals",
-        default="lexical,passage,sentence,coverage,lead,late_whole,late_sentence,doc_lexical,doc_passage,doc_sentence",
+        default="lexical,passage,sentence,coverage,lead,late_whole,late_sentence,doc_lexical",
     )
     parser.add_argument(
         "--tolerance", type=float, default=0.003,

@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from qa.cite import match_document
 from qa.records import Hit
@@ -156,7 +156,7 @@ def read_labeled(path: str | Path) -> list[Labeled]:
     return questions
 
 
-class _Gold:
+class Gold:
     """Resolves gold document names against the index, as citations do."""
 
     def __init__(self, paths: Iterable[str]) -> None:
@@ -189,17 +189,23 @@ def _is_gold(hit: Hit, q: Labeled, doc: str | None) -> bool:
     return gold in got or got in gold
 
 
-def ranked_documents(hits: Sequence[Hit]) -> list[tuple[str, ...]]:
-    """The documents of ``hits`` in order, each where its first passage is: its path and the
-    other paths of the same content."""
+def ranked_documents(passages_names: Iterable[tuple[str, ...]], limit: int | None = None) -> list[tuple[str, ...]]:
+    """The documents of ranked passages (each given by its document's names: its path and the
+    other paths of the same content) in order, each where its first passage is; ``limit`` at most."""
     seen: set[str] = set()
     ranked = []
-    for hit in hits:
-        names = (hit.passage.doc, *hit.passage.also)
+    for names in passages_names:
+        if limit is not None and len(ranked) >= limit:
+            break
         if not seen.intersection(names):
             ranked.append(names)
         seen.update(names)
     return ranked
+
+
+def hit_names(hits: Sequence[Hit]) -> Iterator[tuple[str, ...]]:
+    """Each hit's document's names, as ``ranked_documents`` takes them."""
+    return ((hit.passage.doc, *hit.passage.also) for hit in hits)
 
 
 def document_scores(ranked: Sequence[tuple[str, ...]], grades: dict[str, int]) -> tuple[int | None, dict]:
@@ -221,7 +227,7 @@ def document_scores(ranked: Sequence[tuple[str, ...]], grades: dict[str, int]) -
 
 def score_questions(qa, questions: Sequence[Labeled], *, retriever: str = "hybrid", k: int = 10) -> list[Outcome]:
     """Ask every question of ``qa`` (a :class:`qa.QA`) and judge its top ``k`` results."""
-    gold = _Gold(d.path for d in qa.documents())
+    gold = Gold(d.path for d in qa.documents())
     docs, grades = [], []
     for q in questions:
         resolved = gold.resolve(q.doc, q.where or q.id) if q.doc is not None else None
@@ -241,7 +247,7 @@ def score_questions(qa, questions: Sequence[Labeled], *, retriever: str = "hybri
             indexed, rank = False, None
         elif q.qrels:
             indexed = any(g > 0 and not name.startswith("\0") for name, g in judged.items())
-            rank, documents = document_scores(ranked_documents(answer.hits), judged)
+            rank, documents = document_scores(ranked_documents(hit_names(answer.hits)), judged)
         else:
             indexed = q.doc is None or doc is not None
             rank = next((hit.rank for hit in answer.hits if _is_gold(hit, q, doc)), None) if indexed else None

@@ -19,6 +19,7 @@ from qa.evaluate import (
     Outcome,
     document_scores,
     evaluate,
+    hit_names,
     labeled_from_json,
     ranked_documents,
     read_labeled,
@@ -115,7 +116,8 @@ def test_ranked_documents_keeps_each_document_at_its_first_passage():
     from types import SimpleNamespace as NS
 
     hits = [NS(passage=NS(doc=d, also=also)) for d, also in [("a", ()), ("b", ("b2",)), ("a", ()), ("b2", ()), ("c", ())]]
-    assert ranked_documents(hits) == [("a",), ("b", "b2"), ("c",)]
+    assert ranked_documents(hit_names(hits)) == [("a",), ("b", "b2"), ("c",)]
+    assert ranked_documents(hit_names(hits), limit=2) == [("a",), ("b", "b2")]
 
 
 def test_calibration_figures_count_right_answers_and_outside_questions():
