@@ -130,6 +130,14 @@ def index(
         sys.exit(3 if indexed else 1)
 
 
+def _emit(obj: dict, as_json: bool, printer) -> None:
+    """One JSON object with ``--json``, else ``printer``'s text for people."""
+    if as_json:
+        click.echo(json.dumps(obj, ensure_ascii=False))
+    else:
+        printer(obj)
+
+
 def _print_answer(answer: dict) -> None:
     from qa.confidence import in_words
 
@@ -170,10 +178,7 @@ def ask(question: str, index: str | None, model: str | None, k: int, retriever: 
     except Exception as exc:
         raise _fail(exc) from exc
     answer["id"] = answer["id"] or "1"
-    if as_json:
-        click.echo(json.dumps(answer, ensure_ascii=False))
-    else:
-        _print_answer(answer)
+    _emit(answer, as_json, _print_answer)
 
 
 def _read_questions(file: str) -> list[tuple[str, str]]:
@@ -365,10 +370,7 @@ def info(index: str | None, model: str | None, as_json: bool) -> None:
         report = _open(index, model).model_report()
     except Exception as exc:
         raise _fail(exc) from exc
-    if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False))
-    else:
-        _print_model_report(report)
+    _emit(report, as_json, _print_model_report)
 
 
 @cli.command()
@@ -472,10 +474,7 @@ def verify(quote: str, citation: str, index: str | None, model: str | None, as_j
         verdict = qa.verify(quote, citation).to_json()
     except Exception as exc:
         raise _fail(exc) from exc
-    if as_json:
-        click.echo(json.dumps(verdict, ensure_ascii=False))
-    else:
-        _print_verdict(verdict)
+    _emit(verdict, as_json, _print_verdict)
 
 
 @cli.command(name="eval")
