@@ -125,3 +125,45 @@ def test_neighbouring_paragraphs_do_not_share_marked_pixels(tmp_path):
             for a in rects:
                 for b in other:
                     assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
+
+
+@pytest.mark.model
+def test_qa_show_page_image_marks_the_answer_and_refuses_a_changed_file(model, clean_env, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from qa.cli import cli
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    path = _pdf(folder / "report.pdf", pages=2, columns=2)
+    index = tmp_path / "index"
+    run = lambda *args: CliRunner().invoke(cli, [str(a) for a in args])  # noqa: E731
+    assert run("index", folder, "--index", index).exit_code == 0
+    text, _ = pdf_layout(path)
+    target = text.split("\n\n")[-1]
+    asked = run("ask", " ".join(target.split()[:12]), "--index", index, "--json")
+    assert asked.exit_code == 0, asked.output
+    hit = json.loads(asked.output.splitlines()[0])["results"][0]
+    assert hit["text"] == target and hit["page"] == 2
+    out = tmp_path / "page.png"
+    shown = run("show", hit["citation"], "--index", index, "--page-image", out)
+    assert shown.exit_code == 0, shown.output
+    image = Image.open(out).convert("RGB")
+    plain = render_page(path, 2)
+    assert image.size == plain.size
+    width, height = image.size
+    changed = [(x, y) for x in range(0, width, 3) for y in range(0, height, 3)
+               if image.getpixel((x, y)) != plain.getpixel((x, y))]
+    box = (min(x for x, _ in changed), min(y for _, y in changed), max(x for x, _ in changed), max(y for _, y in changed))
+    assert _squash(_text_in(path, 2, image, box)) == _squash(target)
+
+    path.write_bytes(path.read_bytes() + b"\n% edited\n")
+    refused = run("show", hit["citation"], "--index", index, "--page-image", tmp_path / "again.png")
+    assert refused.exit_code == 1 and "has changed since it was indexed" in refused.output
+    assert not (tmp_path / "again.png").exists()
+    path.unlink()
+    gone = run("show", hit["citation"], "--index", index, "--page-image", tmp_path / "again.png")
+    assert gone.exit_code == 1 and "is gone" in gone.output
