@@ -191,27 +191,32 @@ class PageViewError(Exception):
 
 
 def original_page(snapshot, passage, *, scale: float = 2.0):
-    """The page of ``passage`` with its characters marked, checked against the file the index read.
+    """The page of ``passage`` with its characters marked; see ``original_range``."""
+    return original_range(snapshot, passage.doc, passage.page, passage.start, passage.end, scale=scale)
+
+
+def original_range(snapshot, doc: str, page: int | None, start: int, end: int, *, scale: float = 2.0):
+    """Page ``page`` of ``doc`` with the characters ``[start, end)`` marked, checked against the file the index read.
 
     The file must be the one indexed (same SHA-256): boxes from another
     version of it would mark the wrong words."""
     from qa.manifest import sha256_file
 
-    if passage.page is None or not passage.doc.lower().endswith(".pdf"):
-        raise PageViewError(f"{passage.doc} is not a PDF: there is no original page to show")
+    if page is None or not doc.lower().endswith(".pdf"):
+        raise PageViewError(f"{doc} is not a PDF: there is no original page to show")
     rows = snapshot._query(
         "SELECT pa.source, d.sha256, d.text FROM paths pa JOIN documents d ON d.id = pa.doc_id WHERE pa.path = ?",
-        (passage.doc,),
+        (doc,),
     )
     if not rows or not rows[0][0]:
-        raise PageViewError(f"the index does not know where the file of {passage.doc} is")
+        raise PageViewError(f"the index does not know where the file of {doc} is")
     source, sha, stored_text = rows[0]
     file = Path(source)
     if not file.is_file():
-        raise PageViewError(f"the original of {passage.doc} is gone ({file}); index it again to view its pages")
+        raise PageViewError(f"the original of {doc} is gone ({file}); index it again to view its pages")
     if sha256_file(file) != sha:
         raise PageViewError(f"{file} has changed since it was indexed; index it again to view its pages")
     text, words = pdf_layout(file)
     if text != stored_text:
         raise PageViewError(f"{file} reads differently now than when indexed; index it again to view its pages")
-    return mark(render_page(file, passage.page, scale=scale), regions(words, passage.page, passage.start, passage.end))
+    return mark(render_page(file, page, scale=scale), regions(words, page, start, end))
