@@ -204,19 +204,16 @@ def original_range(snapshot, doc: str, page: int | None, start: int, end: int, *
 
     if page is None or not doc.lower().endswith(".pdf"):
         raise PageViewError(f"{doc} is not a PDF: there is no original page to show")
-    rows = snapshot._query(
-        "SELECT pa.source, d.sha256, d.text FROM paths pa JOIN documents d ON d.id = pa.doc_id WHERE pa.path = ?",
-        (doc,),
-    )
-    if not rows or not rows[0][0]:
+    known = snapshot.source_of(doc)
+    if known is None or not known[0]:
         raise PageViewError(f"the index does not know where the file of {doc} is")
-    source, sha, stored_text = rows[0]
+    source, sha = known
     file = Path(source)
     if not file.is_file():
         raise PageViewError(f"the original of {doc} is gone ({file}); index it again to view its pages")
     if sha256_file(file) != sha:
         raise PageViewError(f"{file} has changed since it was indexed; index it again to view its pages")
     text, words = pdf_layout(file)
-    if text != stored_text:
+    if text != snapshot.document_text(doc):
         raise PageViewError(f"{file} reads differently now than when indexed; index it again to view its pages")
     return mark(render_page(file, page, scale=scale), regions(words, page, start, end))
