@@ -18,6 +18,7 @@ from typing import Iterator
 import click
 
 from qa.cite import CitationError
+from qa.pageview import PageViewError
 from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.search import RETRIEVERS, QueryError
@@ -28,7 +29,7 @@ CSV_COLUMNS = [
     "page", "section", "start", "end", "citation", "highlight", "text",
 ]
 
-_USER_ERRORS = (StoreError, CitationError, QueryError)
+_USER_ERRORS = (StoreError, CitationError, QueryError, PageViewError)
 
 
 def _open(index: str | None, model: str | None):
@@ -276,17 +277,23 @@ def batch(file: str, index: str | None, model: str | None, k: int, retriever: st
 @index_option
 @click.option("-C", "--context", type=click.IntRange(0, 20), default=1, show_default=True, help="Paragraphs shown on each side.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def show(citation: str, index: str | None, context: int, as_json: bool) -> None:
+@click.option("--page-image", type=click.Path(dir_okay=False), default=None,
+              help="Also write the cited PDF page as a PNG, the passage's region marked.")
+def show(citation: str, index: str | None, context: int, as_json: bool, page_image: str | None) -> None:
     """Print the passage a CITATION points to, with its neighbours.
 
     \b
     Examples:
         qa show "000_1e317d521278b0dc.txt ¶4"
         qa show 000_1e317d521278b0dc.txt#4 -C 0
+        qa show "report.pdf, p. 2, ¶1" --page-image page.png
     """
     qa = _open(index, None)
     try:
         shown = qa.show(citation, context=context)
+        if page_image:
+            image, _ = qa.page_image(citation)
+            image.save(page_image)
     except Exception as exc:
         raise _fail(exc) from exc
     if as_json:

@@ -61,14 +61,28 @@ def _clean_block(text: str, *, reflow: bool = False) -> str:
 
 
 def parse_pdf(path: Path) -> Parsed:
-    from pdfminer.high_level import extract_pages
+    from pdfminer.converter import PDFPageAggregator
     from pdfminer.layout import LAParams, LTTextContainer
+    from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
+    from pdfminer.pdfpage import PDFPage
     from pdfminer.pdfparser import PDFSyntaxError
     from pdfminer.psparser import PSEOF, PSException
 
     parsed = Parsed(paged=True)
+    manager = PDFResourceManager()
     try:
-        for page in extract_pages(str(path), laparams=LAParams()):
+        device = PDFPageAggregator(manager, laparams=LAParams())
+        interpreter = PDFPageInterpreter(manager, device)
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise FormatError(f"cannot open PDF: {exc.strerror or exc}") from exc
+    try:
+        for pdf_page in PDFPage.get_pages(handle):
+            # Read a turned page (/Rotate) upright: turned, its lines run down the
+            # page and pdfminer reads them one character per line.
+            pdf_page.rotate = 0
+            interpreter.process_page(pdf_page)
+            page = device.get_result()
             blocks = []
             for element in page:
                 if isinstance(element, LTTextContainer):
@@ -83,6 +97,8 @@ def parse_pdf(path: Path) -> Parsed:
     except Exception as exc:  # pdfminer raises many kinds on damaged files
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FormatError(f"cannot parse PDF: {message}") from exc
+    finally:
+        handle.close()
     if not any(parsed.pages):
         raise FormatError("PDF has no extractable text (a scanned image?)")
     return parsed

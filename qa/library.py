@@ -127,6 +127,13 @@ class QA:
     def show(self, citation: str, *, context: int = 1) -> Shown:
         return show(self.snapshot(), citation, context=context)
 
+    def page_image(self, citation: str, *, scale: float = 2.0):
+        """The cited PDF page rendered, the passage's region marked: ``(image, pixel rectangles)``."""
+        from qa.pageview import original_page
+
+        snapshot = self.snapshot()
+        return original_page(snapshot, self.show(citation, context=0).cited, scale=scale)
+
     def verify(self, quote: str, citation: str, *, limit: int = 5):
         """Whether ``quote`` is at ``citation`` (a :class:`qa.verify.Verdict`), and where else it is.
 

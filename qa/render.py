@@ -118,8 +118,12 @@ def render_turn(question: str, answer: dict | None = None, error: str | None = N
     return "".join(parts)
 
 
-def render_source(doc: str, text: str, start: int, end: int, citation: str | None = None) -> str:
-    """The document's extracted text with ``[start, end)`` marked (``id="qa-cited"``)."""
+def render_source(
+    doc: str, text: str, start: int, end: int, citation: str | None = None, *, page_png: bytes | None = None,
+    page_note: str | None = None,
+) -> str:
+    """The document's extracted text with ``[start, end)`` marked (``id="qa-cited"``); beside it, for a
+    PDF, the original page with the same characters marked (``page_png``), or why it cannot be shown."""
     lo, hi = 0, len(text)
     if len(text) > SOURCE_WINDOW:
         lo = max(0, start - SOURCE_WINDOW // 2)
@@ -131,7 +135,21 @@ def render_source(doc: str, text: str, start: int, end: int, citation: str | Non
     return (
         f'<div class="qa-source-head" data-doc="{_e(doc)}">{head}{_e(doc)} [{start}, {end})</div>'
         f'<div class="qa-source">{_e(before)}{body}{_e(after)}</div>'
+        + _page_view(page_png, page_note)
     )
+
+
+def _page_view(page_png: bytes | None, note: str | None) -> str:
+    if page_png is not None:
+        import base64
+
+        data = base64.b64encode(page_png).decode("ascii")
+        return (
+            '<figure class="qa-page-view"><figcaption>The original page, the cited passage marked</figcaption>'
+            f'<img id="qa-page-image" alt="original page with the cited passage marked" '
+            f'src="data:image/png;base64,{data}" style="max-width:100%"></figure>'
+        )
+    return f'<div class="qa-page-note" id="qa-page-note">{_e(note)}</div>' if note else ""
 
 
 def render_documents(documents) -> str:

@@ -109,6 +109,13 @@ class Snapshot:
         )
         return rows[0][0] if rows else None
 
+    def source_of(self, path: str) -> tuple[str | None, str] | None:
+        """``(file the document was read from, its SHA-256 then)`` for the stored ``path``."""
+        rows = self._query(
+            "SELECT pa.source, d.sha256 FROM paths pa JOIN documents d ON d.id = pa.doc_id WHERE pa.path = ?", (path,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
     # -- passages ----------------------------------------------------------------
 
     # A document stored under several paths is named by the first; ``also`` lists the rest.

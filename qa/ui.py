@@ -7,6 +7,7 @@ The HTML itself is made (and escaped) in :mod:`qa.render`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -109,7 +110,18 @@ def build_app(qa: QA) -> gr.Blocks:
                 from qa.cite import format_citation
 
                 citation = format_citation(cited[0])
-            return render_source(doc, text, start, end, citation)
+            page_png = page_note = None
+            if cited and cited[0].page is not None and doc.lower().endswith(".pdf"):
+                from qa.pageview import PageViewError, original_range
+
+                try:
+                    image, _ = original_range(snapshot, doc, cited[0].page, start, end, scale=1.5)
+                    out = io.BytesIO()
+                    image.save(out, format="PNG")
+                    page_png = out.getvalue()
+                except PageViewError as exc:
+                    page_note = str(exc)
+            return render_source(doc, text, start, end, citation, page_png=page_png, page_note=page_note)
         except Exception as exc:
             logger.exception("opening a source failed")
             return render_upload(error=_one_line(exc))
