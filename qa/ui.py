@@ -76,7 +76,8 @@ def new_chat() -> dict:
     return {"turns": [], "previous": None}
 
 
-def build_app(qa: QA) -> gr.Blocks:
+def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
+    """The page; with ``read_only`` it has no upload controls and no event that writes the index."""
     def ask_api(question: str, k: int = 5) -> dict:
         """Answer one question: the same JSON object as one line of `qa batch`."""
         return qa.ask(question, k=int(k), id="1").to_json()
@@ -209,11 +210,15 @@ def build_app(qa: QA) -> gr.Blocks:
 
         with gr.Accordion("Documents", open=False, elem_id="documents-panel"):
             documents = gr.HTML(elem_id="documents")
-            files = gr.File(
-                file_count="multiple", file_types=UPLOAD_TYPES, label="Add documents", elem_id="upload"
-            )
-            add = gr.Button("Add to the index", elem_id="add")
-            upload_status = gr.HTML(elem_id="upload-status")
+            if read_only:
+                gr.HTML('<div class="qa-note">This page is read-only: documents cannot be added here.</div>',
+                        elem_id="read-only")
+            else:
+                files = gr.File(
+                    file_count="multiple", file_types=UPLOAD_TYPES, label="Add documents", elem_id="upload"
+                )
+                add = gr.Button("Add to the index", elem_id="add")
+                upload_status = gr.HTML(elem_id="upload-status")
 
         with gr.Accordion("Check a quote", open=False, elem_id="check-panel"):
             gr.Markdown("Is this text really at that citation? If not, where is it?")
@@ -232,9 +237,11 @@ def build_app(qa: QA) -> gr.Blocks:
             None, js=SCROLL_TO_CITED
         )
         # One upload at a time: a second waits in the queue instead of meeting the index lock.
-        add.click(
-            add_files, [files], [upload_status, documents, docs_filter], api_visibility="private", concurrency_limit=1
-        )
+        if not read_only:
+            add.click(
+                add_files, [files], [upload_status, documents, docs_filter], api_visibility="private",
+                concurrency_limit=1,
+            )
         for trigger in (check.click, quote_box.submit, citation_box.submit):
             trigger(check_quote, [quote_box, citation_box], [verdict_html], api_visibility="private")
         app.load(documents_view, None, [documents, docs_filter], api_visibility="private")
@@ -247,8 +254,26 @@ def build_app(qa: QA) -> gr.Blocks:
     return app
 
 
-def launch(app: gr.Blocks, **kwargs):
-    """Launch with the page's own styles and script, local fonts only (the page works offline)."""
+def launch(app: gr.Blocks, *, logins=None, read_only: bool = False, **kwargs):
+    """Launch with the page's own styles and script, local fonts only (the page works offline).
+
+    ``logins`` (a :class:`qa.auth.Logins`) puts every route behind Gradio's login
+    page and :class:`qa.auth.LoginRequired`; ``read_only`` also closes Gradio's
+    upload route (pair it with ``build_app(read_only=True)``).
+    """
+    from starlette.middleware import Middleware
+
+    from qa.auth import LoginRequired
+
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     kwargs.setdefault("max_file_size", UPLOAD_MAX_BYTES)
+    if logins is not None or read_only:
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [
+            *app_kwargs.get("middleware", []), Middleware(LoginRequired, logins=logins, read_only=read_only)
+        ]
+        kwargs["app_kwargs"] = app_kwargs
+    if logins is not None:
+        # The gate sits in this Python server: no Node front end serving files beside it.
+        kwargs.update(auth=logins.login, ssr_mode=False)
     return app.launch(css=CSS, theme=theme, js=JS, **kwargs)
