@@ -46,14 +46,14 @@ def test_passwd_writes_bcrypt_hashes_and_changes_a_password(tmp_path):
     assert [u for u, _ in users.hashes] == ["alice", "bob"]
     assert users.check("alice", "new secret") and not users.check("alice", "open sesame")
     assert users.check("bob", "pw-bob") and not users.check("nobody", "pw-bob")
-    # typed twice, differently: nothing written
+    # typed twice, differently: click asks again until both match
     result = runner.invoke(cli, ["passwd", str(file), "carl"], input="one\ntwo\none\none\n")
-    assert "carl" in file.read_text()  # click asks again until both match
+    assert "carl" in file.read_text()
     bad = runner.invoke(cli, ["passwd", str(file), "a:b", "--stdin"], input="x\n")
     assert bad.exit_code == 1 and "not a valid user name" in bad.output
 
 
-def test_a_file_written_by_htpasswd_is_read(tmp_path):
+def test_a_file_in_htpasswd_bcrypt_form_is_read(tmp_path):
     file = tmp_path / "users"
     file.write_text(f"# made with htpasswd -B\n{HTPASSWD_LINE}\n")
     users = read_users(file)
