@@ -27,6 +27,7 @@ from qa.render import (  # noqa: E402,F401  (render_turn and render_verdict are 
     render_documents,
     render_source,
     render_turn,
+    source_key as source_key_of,
     render_upload,
     render_verdict,
 )
@@ -44,8 +45,19 @@ QUEUE_SIZE = 64
 JS = """
 () => {
   document.addEventListener('click', (event) => {
+    const copy = event.target.closest('a.qa-copy');
+    if (copy) {
+      event.preventDefault();
+      const url = new URL(copy.getAttribute('href'), window.location.href).href;
+      const done = () => { copy.textContent = 'copied'; setTimeout(() => { copy.textContent = 'copy link'; }, 1500); };
+      if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(url).then(done); return; }
+      const box = document.createElement('textarea');  // plain HTTP beyond localhost has no clipboard API
+      box.value = url; document.body.appendChild(box); box.select(); document.execCommand('copy'); box.remove(); done();
+      return;
+    }
     const link = event.target.closest('a.qa-open');
-    if (!link) return;
+    // A plain click opens the source beside the chat; ctrl/middle click opens the link in a new tab.
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
     event.preventDefault();
     const box = document.querySelector('#source-key textarea');
     if (!box) return;
@@ -114,6 +126,30 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
         except Exception as exc:
             logger.exception("opening a source failed")
             return render_upload(error=_one_line(exc))
+
+    def open_link(request: gr.Request):
+        """The passage a link names (``?doc=&start=&end=&sha=``), if it is still there unchanged."""
+        from qa.render import fingerprint
+
+        params = request.query_params if request is not None else {}
+        if "doc" not in params:
+            return gr.update()
+        try:
+            doc, start, end, sha = str(params["doc"]), int(params["start"]), int(params["end"]), str(params["sha"])
+        except (KeyError, ValueError):
+            return render_upload(error="This link is incomplete: it needs doc, start, end and sha.")
+        try:
+            text = qa.snapshot().document_text(doc)
+        except Exception as exc:
+            logger.exception("opening a link failed")
+            return render_upload(error=_one_line(exc))
+        if text is None:
+            return render_upload(error=f"{doc} is no longer in the index: the passage this link names cannot be shown.")
+        if 0 <= start < end <= len(text) and fingerprint(text[start:end]) == sha:
+            return open_source(source_key_of(doc, start, end))
+        return render_upload(
+            error=f"{doc} has changed since this link was made: the cited words are no longer at [{start}, {end})."
+        )
 
     def documents_view():
         try:
@@ -245,6 +281,7 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
         for trigger in (check.click, quote_box.submit, citation_box.submit):
             trigger(check_quote, [quote_box, citation_box], [verdict_html], api_visibility="private")
         app.load(documents_view, None, [documents, docs_filter], api_visibility="private")
+        app.load(open_link, None, [source], api_visibility="private").then(None, js=SCROLL_TO_CITED)
         gr.api(ask_api, api_name="ask")
         gr.api(verify_api, api_name="verify")
     # Two questions at a time per event on 2 cores: measured with bench/load.py,

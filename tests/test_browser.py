@@ -272,3 +272,50 @@ def test_a_read_only_page_has_no_upload_and_its_server_refuses_one(browser, guar
     )
     assert status[0] == 403 and "read-only" in status[1]
     page.close()
+
+
+def test_a_citation_link_opens_the_passage_in_a_new_page_and_says_when_it_no_longer_holds(browser, page, page_url, screenshots):
+    from urllib.parse import urljoin
+
+    turn = ask(page, "Which court should look into Chinese officials?")
+    first = turn.locator(".qa-card").first
+    passage = first.locator(".qa-text").inner_text()
+    href = first.locator("a.qa-link").get_attribute("href")
+    assert first.locator("a.qa-link").get_attribute("target") == "_blank"
+    assert first.locator("a.qa-cite").get_attribute("href") == href
+    page.screenshot(path=str(screenshots / "link.png"), full_page=True)
+    other = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        other.goto(urljoin(page_url, href), wait_until="domcontentloaded")
+        cited = other.locator("#source mark#qa-cited")
+        cited.wait_for(timeout=WAIT)
+        assert cited.inner_text() == passage
+        assert f"seeds/{PAKISTAN} [2623, 2881)" in other.locator("#source .qa-source-head").inner_text()
+        # another text at that range, or a document gone: said so, no other passage shown
+        for bad, words in ((re.sub(r"sha=\w+", "sha=0000000000000000", href), "has changed since this link was made"),
+                           (re.sub(r"doc=[^&]+", "doc=seeds%2Fgone.txt", href), "no longer in the index")):
+            other.goto(urljoin(page_url, bad), wait_until="domcontentloaded")
+            other.locator("#source .qa-error").wait_for(timeout=WAIT)
+            assert words in other.locator("#source .qa-error").inner_text()
+            assert other.locator("#source mark").count() == 0
+    finally:
+        other.close()
+
+
+def test_copy_link_puts_the_passage_url_on_the_clipboard(browser, page_url):
+    from urllib.parse import urljoin
+
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=page_url.rstrip("/"))
+    page = context.new_page()
+    try:
+        page.goto(page_url, wait_until="domcontentloaded")
+        page.locator("#question textarea").wait_for(timeout=WAIT)
+        first = ask(page, "Who is the foreign minister of the exile government?").locator(".qa-card").first
+        first.locator("a.qa-copy").click()
+        page.wait_for_function("() => document.querySelector('.qa-card a.qa-copy').textContent === 'copied'", timeout=WAIT)
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied == urljoin(page_url, first.locator("a.qa-link").get_attribute("href"))
+        assert copied.startswith(page_url + "?doc=seeds%2F" + PAKISTAN)
+    finally:
+        context.close()
