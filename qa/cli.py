@@ -404,21 +404,65 @@ def remove(docs: tuple[str, ...], index: str | None) -> None:
 @model_option
 @click.option("--port", type=click.IntRange(1, 65535), envvar="GRADIO_SERVER_PORT", default=7860, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for everyone).")
-def serve(index: str | None, model: str | None, port: int, host: str) -> None:
+@click.option(
+    "--auth", "auth_file", type=click.Path(dir_okay=False), envvar="QA_AUTH_FILE", show_envvar=True, default=None,
+    help="Password file (qa passwd or htpasswd -B): the page, its API and files need a login.",
+)
+@click.option(
+    "--read-only", is_flag=True, envvar="QA_READ_ONLY", show_envvar=True,
+    help="No uploads: the page has no upload controls and the server refuses uploads.",
+)
+def serve(index: str | None, model: str | None, port: int, host: str, auth_file: str | None, read_only: bool) -> None:
     """Serve the chat page (and its /ask API) for an index.
 
     \b
     Example:
-        qa serve --index ./my-index --port 7860
+        qa passwd users.htpasswd alice
+        qa serve --index ./my-index --auth users.htpasswd --read-only
     """
+    from qa.auth import AuthError, Logins, read_users
     from qa.ui import build_app, launch
 
+    logins = None
+    if auth_file:
+        try:
+            logins = Logins(read_users(auth_file))
+        except AuthError as exc:
+            raise click.ClickException(str(exc)) from exc
     qa = _open(index, model)
     try:
         qa.snapshot()
     except Exception as exc:
         raise _fail(exc) from exc
-    launch(build_app(qa), server_name=host, server_port=port)
+    launch(build_app(qa, read_only=read_only), logins=logins, read_only=read_only, server_name=host, server_port=port)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("user")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def passwd(file: str, user: str, from_stdin: bool) -> None:
+    """Add USER to the password FILE for `qa serve --auth`, or change their password.
+
+    The password is asked for twice (or read from stdin with --stdin) and
+    stored as a bcrypt hash; the file is the same as `htpasswd -B` writes.
+
+    \b
+    Example:
+        qa passwd users.htpasswd alice
+        printf '%s\\n' "$PASSWORD" | qa passwd users.htpasswd bot --stdin
+    """
+    from qa.auth import AuthError, set_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        new = set_password(file, user, password)
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{'added' if new else 'changed the password of'} {user} in {file}")
 
 
 _VERDICT_LINES = {

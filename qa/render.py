@@ -4,8 +4,10 @@ never rendered or run."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+from urllib.parse import urlencode
 
 from qa.confidence import ANSWER_CONFIDENCE, in_words
 
@@ -36,6 +38,7 @@ a.qa-open:hover { text-decoration: underline; }
 .qa-docs { border-collapse: collapse; width: 100%; font-size: .9em; }
 .qa-docs td, .qa-docs th { border-bottom: 1px solid #d0d7de; padding: .2em .5em; text-align: left; }
 .qa-hidden { display: none !important; }
+a.qa-link, a.qa-copy { color: #0969da; font-size: .8em; margin-left: .6em; cursor: pointer; }
 .qa-verdict-head { font-weight: 600; margin: .3em 0; }
 .qa-verdict-exact .qa-verdict-head, .qa-verdict-near-exact .qa-verdict-head { color: #1a7f37; }
 .qa-verdict-similar .qa-verdict-head { color: #8a5a00; }
@@ -72,10 +75,22 @@ def source_key(doc: str, start: int, end: int) -> str:
     return json.dumps({"doc": doc, "start": start, "end": end})
 
 
-def citation_link(citation: str, doc: str, start: int, end: int) -> str:
-    """A citation that opens the source view when clicked (see the page's script)."""
+def fingerprint(text: str) -> str:
+    """The first 16 hex digits of the passage's SHA-256: a link names the words it cites."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def passage_link(doc: str, start: int, end: int, text: str) -> str:
+    """The page's relative URL that opens this passage in its source view (``?doc=&start=&end=&sha=``)."""
+    return "?" + urlencode({"doc": doc, "start": start, "end": end, "sha": fingerprint(text)})
+
+
+def citation_link(citation: str, doc: str, start: int, end: int, text: str | None = None) -> str:
+    """A citation that opens the source view when clicked (see the page's script); with
+    the passage's text, its ``href`` is the passage's link (a new tab opens it there)."""
+    href = _e(passage_link(doc, start, end, text)) if text is not None else "#"
     return (
-        f'<a class="qa-cite qa-open" href="#" data-key="{_e(source_key(doc, start, end))}" '
+        f'<a class="qa-cite qa-open" href="{href}" data-key="{_e(source_key(doc, start, end))}" '
         f'title="Show in {_e(doc)}">{_e(citation)}</a>'
     )
 
@@ -87,9 +102,12 @@ def card(result: dict) -> str:
     level, label = cue(result["confidence"])
     also = f" · also in {_e(', '.join(result['also_in']))}" if result.get("also_in") else ""
     meta = f"{_e(result['doc'])} [{result['start']}, {result['end']}){also}"
+    link = _e(passage_link(result["doc"], result["start"], result["end"], text))
     return (
         f'<div class="qa-card" data-rank="{result["rank"]}">'
-        f'{citation_link(result["citation"], result["doc"], result["start"], result["end"])}'
+        f'{citation_link(result["citation"], result["doc"], result["start"], result["end"], text)}'
+        f'<a class="qa-link" href="{link}" target="_blank" rel="noopener">link</a>'
+        f'<a class="qa-copy" href="{link}" title="Copy the link to this passage">copy link</a>'
         f'<span class="qa-cue qa-cue-{level}" title="{_e(_chance(result["confidence"]))}">{label}</span>'
         f'<span class="qa-meta">{meta}</span>'
         f'<div class="qa-text">{_marked(text, lo, hi)}</div></div>'

@@ -28,6 +28,7 @@ from qa.render import (  # noqa: E402,F401  (render_turn and render_verdict are 
     render_documents,
     render_source,
     render_turn,
+    source_key as source_key_of,
     render_upload,
     render_verdict,
 )
@@ -45,8 +46,19 @@ QUEUE_SIZE = 64
 JS = """
 () => {
   document.addEventListener('click', (event) => {
+    const copy = event.target.closest('a.qa-copy');
+    if (copy) {
+      event.preventDefault();
+      const url = new URL(copy.getAttribute('href'), window.location.href).href;
+      const done = () => { copy.textContent = 'copied'; setTimeout(() => { copy.textContent = 'copy link'; }, 1500); };
+      if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(url).then(done); return; }
+      const box = document.createElement('textarea');  // plain HTTP beyond localhost has no clipboard API
+      box.value = url; document.body.appendChild(box); box.select(); document.execCommand('copy'); box.remove(); done();
+      return;
+    }
     const link = event.target.closest('a.qa-open');
-    if (!link) return;
+    // A plain click opens the source beside the chat; ctrl/middle click opens the link in a new tab.
+    if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
     event.preventDefault();
     const box = document.querySelector('#source-key textarea');
     if (!box) return;
@@ -77,7 +89,8 @@ def new_chat() -> dict:
     return {"turns": [], "previous": None}
 
 
-def build_app(qa: QA) -> gr.Blocks:
+def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
+    """The page; with ``read_only`` it has no upload controls and no event that writes the index."""
     def ask_api(question: str, k: int = 5) -> dict:
         """Answer one question: the same JSON object as one line of `qa batch`."""
         return qa.ask(question, k=int(k), id="1").to_json()
@@ -125,6 +138,30 @@ def build_app(qa: QA) -> gr.Blocks:
         except Exception as exc:
             logger.exception("opening a source failed")
             return render_upload(error=_one_line(exc))
+
+    def open_link(request: gr.Request):
+        """The passage a link names (``?doc=&start=&end=&sha=``), if it is still there unchanged."""
+        from qa.render import fingerprint
+
+        params = request.query_params if request is not None else {}
+        if "doc" not in params:
+            return gr.update()
+        try:
+            doc, start, end, sha = str(params["doc"]), int(params["start"]), int(params["end"]), str(params["sha"])
+        except (KeyError, ValueError):
+            return render_upload(error="This link is incomplete: it needs doc, start, end and sha.")
+        try:
+            text = qa.snapshot().document_text(doc)
+        except Exception as exc:
+            logger.exception("opening a link failed")
+            return render_upload(error=_one_line(exc))
+        if text is None:
+            return render_upload(error=f"{doc} is no longer in the index: the passage this link names cannot be shown.")
+        if 0 <= start < end <= len(text) and fingerprint(text[start:end]) == sha:
+            return open_source(source_key_of(doc, start, end))
+        return render_upload(
+            error=f"{doc} has changed since this link was made: the cited words are no longer at [{start}, {end})."
+        )
 
     def documents_view():
         try:
@@ -221,11 +258,15 @@ def build_app(qa: QA) -> gr.Blocks:
 
         with gr.Accordion("Documents", open=False, elem_id="documents-panel"):
             documents = gr.HTML(elem_id="documents")
-            files = gr.File(
-                file_count="multiple", file_types=UPLOAD_TYPES, label="Add documents", elem_id="upload"
-            )
-            add = gr.Button("Add to the index", elem_id="add")
-            upload_status = gr.HTML(elem_id="upload-status")
+            if read_only:
+                gr.HTML('<div class="qa-note">This page is read-only: documents cannot be added here.</div>',
+                        elem_id="read-only")
+            else:
+                files = gr.File(
+                    file_count="multiple", file_types=UPLOAD_TYPES, label="Add documents", elem_id="upload"
+                )
+                add = gr.Button("Add to the index", elem_id="add")
+                upload_status = gr.HTML(elem_id="upload-status")
 
         with gr.Accordion("Check a quote", open=False, elem_id="check-panel"):
             gr.Markdown("Is this text really at that citation? If not, where is it?")
@@ -244,12 +285,15 @@ def build_app(qa: QA) -> gr.Blocks:
             None, js=SCROLL_TO_CITED
         )
         # One upload at a time: a second waits in the queue instead of meeting the index lock.
-        add.click(
-            add_files, [files], [upload_status, documents, docs_filter], api_visibility="private", concurrency_limit=1
-        )
+        if not read_only:
+            add.click(
+                add_files, [files], [upload_status, documents, docs_filter], api_visibility="private",
+                concurrency_limit=1,
+            )
         for trigger in (check.click, quote_box.submit, citation_box.submit):
             trigger(check_quote, [quote_box, citation_box], [verdict_html], api_visibility="private")
         app.load(documents_view, None, [documents, docs_filter], api_visibility="private")
+        app.load(open_link, None, [source], api_visibility="private").then(None, js=SCROLL_TO_CITED)
         gr.api(ask_api, api_name="ask")
         gr.api(verify_api, api_name="verify")
     # Two questions at a time per event on 2 cores: measured with bench/load.py,
@@ -259,8 +303,26 @@ def build_app(qa: QA) -> gr.Blocks:
     return app
 
 
-def launch(app: gr.Blocks, **kwargs):
-    """Launch with the page's own styles and script, local fonts only (the page works offline)."""
+def launch(app: gr.Blocks, *, logins=None, read_only: bool = False, **kwargs):
+    """Launch with the page's own styles and script, local fonts only (the page works offline).
+
+    ``logins`` (a :class:`qa.auth.Logins`) puts every route behind Gradio's login
+    page and :class:`qa.auth.LoginRequired`; ``read_only`` also closes Gradio's
+    upload route (pair it with ``build_app(read_only=True)``).
+    """
+    from starlette.middleware import Middleware
+
+    from qa.auth import LoginRequired
+
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     kwargs.setdefault("max_file_size", UPLOAD_MAX_BYTES)
+    if logins is not None or read_only:
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [
+            *app_kwargs.get("middleware", []), Middleware(LoginRequired, logins=logins, read_only=read_only)
+        ]
+        kwargs["app_kwargs"] = app_kwargs
+    if logins is not None:
+        # The gate sits in this Python server: no Node front end serving files beside it.
+        kwargs.update(auth=logins.login, ssr_mode=False)
     return app.launch(css=CSS, theme=theme, js=JS, **kwargs)

@@ -7,6 +7,7 @@ to a temporary folder.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -209,3 +210,112 @@ def test_page_loads_no_external_resources(browser, page_url):
     assert examples.count() >= 1  # the seeds' example questions on first load
     page.close()
     assert outside == []
+
+
+# -- sharing safely: the login page, a read-only page ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded_url(seed_index, real_embedder, tmp_path_factory):
+    from qa.auth import Logins, read_users, set_password
+
+    file = tmp_path_factory.mktemp("users") / "users"
+    set_password(file, "alice", "right-password", rounds=4)
+    app = build_app(QA(seed_index, embedder=real_embedder), read_only=True)
+    port = _free_port()
+    launch(app, logins=Logins(read_users(file)), read_only=True, server_name="127.0.0.1", server_port=port,
+           prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_login_page_refuses_a_wrong_password_and_the_right_one_lets_you_ask(browser, guarded_url, screenshots):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(guarded_url, wait_until="domcontentloaded")
+    password = page.locator("input[type=password]")
+    password.wait_for(timeout=WAIT)
+    assert page.locator("#question textarea").count() == 0  # nothing of the page before logging in
+    page.screenshot(path=str(screenshots / "login.png"), full_page=True)
+    user = page.locator("input:not([type=password])").first
+    user.fill("alice")
+    password.fill("wrong")
+    page.get_by_role("button", name=re.compile("login", re.I)).click()
+    page.get_by_text(re.compile("incorrect credentials", re.I)).wait_for(timeout=WAIT)
+    assert page.locator("#question textarea").count() == 0
+    user.fill("alice")  # the login page clears the form after a refusal
+    password.fill("right-password")
+    page.get_by_role("button", name=re.compile("login", re.I)).click()
+    page.locator("#question textarea").wait_for(timeout=WAIT)
+    turn = ask(page, "Who is the foreign minister of the exile government?")
+    assert turn.locator(".qa-card .qa-cite").first.inner_text() == f"{PAKISTAN} ¶4"
+    page.close()
+
+
+def test_a_read_only_page_has_no_upload_and_its_server_refuses_one(browser, guarded_url):
+    page = browser.new_page()
+    page.goto(guarded_url, wait_until="domcontentloaded")
+    page.locator("input[type=password]").wait_for(timeout=WAIT)
+    page.locator("input:not([type=password])").first.fill("alice")
+    page.locator("input[type=password]").fill("right-password")
+    page.get_by_role("button", name=re.compile("login", re.I)).click()
+    page.locator("#question textarea").wait_for(timeout=WAIT)
+    page.locator("#documents-panel").get_by_text("Documents").first.click()
+    page.locator("#read-only").wait_for(timeout=WAIT)
+    assert "read-only" in page.locator("#read-only").inner_text()
+    assert page.locator("#upload, #add, input[type=file]").count() == 0
+    # the logged-in browser posting a file to Gradio's upload route itself is refused too
+    status = page.evaluate(
+        """async () => { const form = new FormData();
+                         form.append('files', new Blob(['The ferry leaves at nine.']), 'note.txt');
+                         const r = await fetch('gradio_api/upload', {method: 'POST', body: form});
+                         return [r.status, (await r.json()).detail]; }"""
+    )
+    assert status[0] == 403 and "read-only" in status[1]
+    page.close()
+
+
+def test_a_citation_link_opens_the_passage_in_a_new_page_and_says_when_it_no_longer_holds(browser, page, page_url, screenshots):
+    from urllib.parse import urljoin
+
+    turn = ask(page, "Which court should look into Chinese officials?")
+    first = turn.locator(".qa-card").first
+    passage = first.locator(".qa-text").inner_text()
+    href = first.locator("a.qa-link").get_attribute("href")
+    assert first.locator("a.qa-link").get_attribute("target") == "_blank"
+    assert first.locator("a.qa-cite").get_attribute("href") == href
+    page.screenshot(path=str(screenshots / "link.png"), full_page=True)
+    other = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        other.goto(urljoin(page_url, href), wait_until="domcontentloaded")
+        cited = other.locator("#source mark#qa-cited")
+        cited.wait_for(timeout=WAIT)
+        assert cited.inner_text() == passage
+        assert f"seeds/{PAKISTAN} [2623, 2881)" in other.locator("#source .qa-source-head").inner_text()
+        # another text at that range, or a document gone: said so, no other passage shown
+        for bad, words in ((re.sub(r"sha=\w+", "sha=0000000000000000", href), "has changed since this link was made"),
+                           (re.sub(r"doc=[^&]+", "doc=seeds%2Fgone.txt", href), "no longer in the index")):
+            other.goto(urljoin(page_url, bad), wait_until="domcontentloaded")
+            other.locator("#source .qa-error").wait_for(timeout=WAIT)
+            assert words in other.locator("#source .qa-error").inner_text()
+            assert other.locator("#source mark").count() == 0
+    finally:
+        other.close()
+
+
+def test_copy_link_puts_the_passage_url_on_the_clipboard(browser, page_url):
+    from urllib.parse import urljoin
+
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=page_url.rstrip("/"))
+    page = context.new_page()
+    try:
+        page.goto(page_url, wait_until="domcontentloaded")
+        page.locator("#question textarea").wait_for(timeout=WAIT)
+        first = ask(page, "Who is the foreign minister of the exile government?").locator(".qa-card").first
+        first.locator("a.qa-copy").click()
+        page.wait_for_function("() => document.querySelector('.qa-card a.qa-copy').textContent === 'copied'", timeout=WAIT)
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied == urljoin(page_url, first.locator("a.qa-link").get_attribute("href"))
+        assert copied.startswith(page_url + "?doc=seeds%2F" + PAKISTAN)
+    finally:
+        context.close()

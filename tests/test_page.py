@@ -236,3 +236,26 @@ def test_upload_refuses_other_types_and_oversize_files_and_names_broken_ones(art
     assert qa.ui._safe_name("../../etc/passwd") == "passwd"
     status, _, _ = add_files([])
     assert "choose one or more files first" in status
+
+
+def test_a_passage_link_survives_re_indexing_and_names_its_words(fake_qa, corpus):
+    from urllib.parse import parse_qs
+
+    from qa.render import fingerprint, passage_link
+
+    fake_qa.index([corpus])
+    hit = fake_qa.ask("When was the tidal barrier finished?", k=1).hits[0].passage
+    link = passage_link(hit.doc, hit.start, hit.end, hit.text)
+    params = {k: v[0] for k, v in parse_qs(link[1:]).items()}
+    assert params == {"doc": hit.doc, "start": str(hit.start), "end": str(hit.end), "sha": fingerprint(hit.text)}
+    # the same file indexed again (new time, same words): the same link
+    path = corpus / "alpha.txt"
+    path.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    fake_qa.index([corpus])
+    again = fake_qa.ask("When was the tidal barrier finished?", k=1).hits[0].passage
+    assert passage_link(again.doc, again.start, again.end, again.text) == link
+    # the file edited before the passage: the range now holds other words, which the sha tells
+    path.write_text("A new opening line.\n\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    fake_qa.index([corpus])
+    text = fake_qa.snapshot().document_text(hit.doc)
+    assert fingerprint(text[hit.start : hit.end]) != params["sha"]
