@@ -18,16 +18,12 @@ from typing import Iterator
 import click
 
 from qa.cite import CitationError
+from qa.export import AnswerWriter
 from qa.pageview import PageViewError
 from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.search import RETRIEVERS, QueryError
 from qa.store import StoreError
-
-CSV_COLUMNS = [
-    "id", "question", "answered", "confidence", "rank", "score", "doc", "paragraph",
-    "page", "section", "start", "end", "citation", "highlight", "text",
-]
 
 _USER_ERRORS = (StoreError, CitationError, QueryError, PageViewError)
 
@@ -255,16 +251,9 @@ def batch(file: str, index: str | None, model: str | None, k: int, retriever: st
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
     try:
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore") if fmt == "csv" else None
-        if writer:
-            writer.writeheader()
+        writer = AnswerWriter(out, fmt)
         for answer in _answers(qa, pairs, k, retriever):
-            if writer is None:
-                out.write(json.dumps(answer, ensure_ascii=False) + "\n")
-                continue
-            base = {key: answer.get(key) for key in ("id", "question", "answered", "confidence")}
-            for result in answer["results"] or [{}]:
-                writer.writerow({**base, **result})
+            writer.write(answer)
     except Exception as exc:
         raise _fail(exc) from exc
     finally:

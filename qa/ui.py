@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 # The page must work with no network: no analytics or update checks.
@@ -21,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from qa.examples import example_questions  # noqa: E402
+from qa.export import AnswerWriter, conversation_json, with_links  # noqa: E402
 from qa.library import QA  # noqa: E402
 from qa.read import FORMATS  # noqa: E402
 from qa.render import (  # noqa: E402,F401  (render_turn and render_verdict are part of this module's API)
@@ -86,7 +88,25 @@ def _safe_name(name: str) -> str:
 
 
 def new_chat() -> dict:
-    return {"turns": [], "previous": None}
+    return {"turns": [], "previous": None, "answers": []}
+
+
+def conversation_files(answers: list[dict], index: str) -> tuple[str | None, str | None]:
+    """The conversation written as JSON and as CSV, for the page's download buttons.
+
+    Each download is a new pair of files in the system's temp folder (Gradio serves
+    files from there, behind the login when there is one); none before the first answer.
+    """
+    if not answers:
+        return None, None
+    folder = Path(tempfile.mkdtemp(prefix="qa-conversation-"))
+    json_path, csv_path = folder / "conversation.json", folder / "conversation.csv"
+    json_path.write_text(conversation_json(answers, index=index), encoding="utf-8")
+    with open(csv_path, "w", encoding="utf-8", newline="") as out:
+        writer = AnswerWriter(out, "csv", links=True)
+        for answer in answers:
+            writer.write(answer)
+    return str(json_path), str(csv_path)
 
 
 def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
@@ -98,16 +118,27 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
     def respond(question: str, k: float, docs: list[str] | None, chat: dict):
         question = (question or "").strip()
         chat = chat or new_chat()
+        answers = chat.get("answers", [])
         if not question:
-            return chat, "".join(chat["turns"]), ""
+            return chat, "".join(chat["turns"]), "", gr.update(), gr.update()
         try:
             answer = qa.ask(question, k=int(k), docs=docs or None, previous=chat["previous"])
-            turn, previous = render_turn(question, answer.to_json()), answer
+            shown = answer.to_json()
+            turn, previous = render_turn(question, shown), answer
+            answers = answers + [with_links({**shown, "id": str(len(answers) + 1)})]
         except Exception as exc:  # a one-line message on the page, the details in the log
             logger.exception("question failed")
             turn, previous = render_turn(question, error=_one_line(exc)), chat["previous"]
-        chat = {"turns": chat["turns"] + [turn], "previous": previous}
-        return chat, "".join(chat["turns"]), ""
+        chat = {"turns": chat["turns"] + [turn], "previous": previous, "answers": answers}
+        return chat, "".join(chat["turns"]), "", *downloads(answers)
+
+    def new_conversation():
+        return new_chat(), "", *downloads([])
+
+    def downloads(answers: list[dict]):
+        json_path, csv_path = conversation_files(answers, str(qa.index_dir))
+        return (gr.update(value=json_path, interactive=json_path is not None),
+                gr.update(value=csv_path, interactive=csv_path is not None))
 
     def open_source(key: str) -> str:
         try:
@@ -241,6 +272,13 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
                     examples = []
                 if examples:
                     gr.Examples([[q] for q in examples], inputs=question, label="Try")
+                with gr.Row():
+                    download_json = gr.DownloadButton(
+                        "Download conversation (JSON)", interactive=False, elem_id="download-json", size="sm"
+                    )
+                    download_csv = gr.DownloadButton(
+                        "Download conversation (CSV)", interactive=False, elem_id="download-csv", size="sm"
+                    )
                 with gr.Accordion("Settings", open=False):
                     k = gr.Slider(1, 20, value=5, step=1, label="Passages per answer", elem_id="k")
                     docs_filter = gr.Dropdown(
@@ -278,9 +316,12 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
 
         for trigger in (ask.click, question.submit):
             trigger(
-                respond, [question, k, docs_filter, chat], [chat, conversation, question], api_visibility="private"
+                respond, [question, k, docs_filter, chat], [chat, conversation, question, download_json, download_csv],
+                api_visibility="private",
             ).then(None, js=SCROLL_TO_LAST_TURN)
-        clear.click(lambda: (new_chat(), ""), None, [chat, conversation], api_visibility="private")
+        clear.click(
+            new_conversation, None, [chat, conversation, download_json, download_csv], api_visibility="private"
+        )
         source_open.click(open_source, [source_key], [source], api_visibility="private").then(
             None, js=SCROLL_TO_CITED
         )

@@ -6,6 +6,9 @@ to a temporary folder.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import shutil
@@ -319,3 +322,34 @@ def test_copy_link_puts_the_passage_url_on_the_clipboard(browser, page_url):
         assert copied.startswith(page_url + "?doc=seeds%2F" + PAKISTAN)
     finally:
         context.close()
+
+
+def test_the_conversation_downloads_as_json_and_csv_with_every_citation(browser, page_url, screenshots):
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    try:
+        page.goto(page_url, wait_until="domcontentloaded")
+        page.locator("#question textarea").wait_for(timeout=WAIT)
+        first = ask(page, "Who is the foreign minister of the exile government?")
+        second = ask(page, "Which court should look into Chinese officials?")
+        shown = [(c.locator(".qa-cite").inner_text(), c.locator("a.qa-link").get_attribute("href"))
+                 for turn in (first, second) for c in turn.locator(".qa-card").all()]
+        # the buttons follow the newest answer: wait until the CSV has both questions
+        page.wait_for_function(
+            "() => { const b = document.querySelector('#download-csv'); return b && !b.disabled; }", timeout=WAIT
+        )
+        page.screenshot(path=str(screenshots / "download.png"), full_page=True)
+        files = {}
+        for button in ("#download-json", "#download-csv"):
+            with page.expect_download(timeout=WAIT) as info:
+                page.locator(button).click()
+            files[button] = Path(info.value.path()).read_text(encoding="utf-8")
+    finally:
+        page.close()
+    saved = json.loads(files["#download-json"])
+    assert [a["question"] for a in saved["answers"]] == [
+        "Who is the foreign minister of the exile government?", "Which court should look into Chinese officials?"
+    ]
+    assert [(r["citation"], r["link"]) for a in saved["answers"] for r in a["results"]] == shown
+    rows = list(csv.DictReader(io.StringIO(files["#download-csv"])))
+    assert [(row["citation"], row["link"]) for row in rows] == shown
+    assert rows[0]["citation"] == f"{PAKISTAN} ¶4" and "Salih Hudayar" in rows[0]["text"]

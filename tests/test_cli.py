@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qa.cli import CSV_COLUMNS, cli
+from qa.cli import cli
+from qa.export import CSV_COLUMNS
 
 SEEDS = Path(__file__).resolve().parent / "articles"
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"

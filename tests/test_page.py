@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import re
 import socket
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -76,26 +78,61 @@ def test_render_turn_notes_weak_and_empty_answers():
 
 def test_respond_adds_turns_in_order_and_keeps_the_previous_answer(seed_qa):
     respond = page_handler(build_app(seed_qa), "respond")
-    chat, page, textbox = respond(ALDAN, 3, [], new_chat())
+    chat, page, textbox, *_ = respond(ALDAN, 3, [], new_chat())
     assert textbox == "" and len(chat["turns"]) == 1
     assert chat["previous"].hits[0].passage.paragraph == 5
     assert page.count('class="qa-card"') == 3
     assert f"{MORVAN} ¶5" in page and f"<mark>{html.escape(ALDAN_SENTENCE)}</mark>" in page
 
-    chat, page, _ = respond(FLOODED, 2.0, [], chat)  # the slider may send a float
+    chat, page, _, *_ = respond(FLOODED, 2.0, [], chat)  # the slider may send a float
     assert len(chat["turns"]) == 2
     assert page.count('class="qa-card"') == 5
     assert page.index(html.escape(ALDAN)) < page.index(html.escape(FLOODED))  # a chat: newest last
     assert citation_text(cards(page)[3]) == f"{KESTREL} ¶5"
 
-    same, unchanged, _ = respond("   ", 3, [], chat)
+    same, unchanged, _, *_ = respond("   ", 3, [], chat)
     assert same == chat and unchanged == page
+
+
+def test_conversation_downloads_hold_every_citation_with_its_link(seed_qa):
+    respond = page_handler(build_app(seed_qa), "respond")
+    chat, _, _, none_json, none_csv = respond("   ", 3, [], new_chat())
+    assert none_json == {"__type__": "update"} and none_csv == {"__type__": "update"}  # nothing asked yet
+    chat, _, _, *_ = respond(ALDAN, 3, [], chat)
+    chat, _, _, json_file, csv_file = respond(FLOODED, 2, [], chat)
+    asked = [seed_qa.ask(ALDAN, k=3).to_json(), seed_qa.ask(FLOODED, k=2).to_json()]
+
+    saved = json.loads(Path(json_file["value"]).read_text(encoding="utf-8"))
+    assert saved["index"] == str(seed_qa.index_dir)
+    assert [a["question"] for a in saved["answers"]] == [ALDAN, FLOODED]
+    assert [a["id"] for a in saved["answers"]] == ["1", "2"]
+    for got, expected in zip(saved["answers"], asked):
+        assert [(r["doc"], r["start"], r["end"], r["citation"]) for r in got["results"]] == [
+            (r["doc"], r["start"], r["end"], r["citation"]) for r in expected["results"]
+        ]
+        for r in got["results"]:
+            link = parse_qs(urlparse(r["link"]).query)
+            assert (link["doc"], link["start"], link["end"]) == ([r["doc"]], [str(r["start"])], [str(r["end"])])
+            text = seed_qa.snapshot().document_text(r["doc"])
+            assert text[r["start"]:r["end"]] == r["text"]
+
+    with open(csv_file["value"], encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["id"], row["rank"], row["citation"], row["link"]) for row in rows] == [
+        (a["id"], str(r["rank"]), r["citation"], r["link"]) for a in saved["answers"] for r in a["results"]
+    ]
+    assert len(rows) == 5 and rows[0]["question"] == ALDAN and rows[0]["text"] == saved["answers"][0]["results"][0]["text"]
+
+    # a new conversation has nothing to download
+    clear = page_handler(build_app(seed_qa), "new_conversation")
+    fresh, page, off_json, off_csv = clear()
+    assert fresh == new_chat() and page == "" and off_json["interactive"] is False and off_csv["value"] is None
 
 
 def test_respond_reads_a_follow_up_with_the_previous_answer(seed_qa):
     respond = page_handler(build_app(seed_qa), "respond")
-    chat, _, _ = respond("Who voted against the barrier?", 3, [], new_chat())
-    chat, page, _ = respond("What does she propose instead?", 3, [], chat)
+    chat, _, _, *_ = respond("Who voted against the barrier?", 3, [], new_chat())
+    chat, page, _, *_ = respond("What does she propose instead?", 3, [], chat)
     last = page.split('<div class="qa-turn">')[-1]
     assert "Read as a follow-up" in last and "Petra Lund" in last
     assert citation_text(cards(last)[0]) == f"{KESTREL} ¶7"
@@ -103,13 +140,13 @@ def test_respond_reads_a_follow_up_with_the_previous_answer(seed_qa):
 
 def test_respond_searches_only_the_chosen_documents(seed_qa):
     respond = page_handler(build_app(seed_qa), "respond")
-    _, page, _ = respond(ALDAN, 3, [f"articles/{KESTREL}"], new_chat())
+    _, page, _, *_ = respond(ALDAN, 3, [f"articles/{KESTREL}"], new_chat())
     assert cards(page) and all(citation_text(c).startswith(KESTREL) for c in cards(page))
 
 
 def test_respond_off_topic_question_says_no_good_answer(seed_qa):
     respond = page_handler(build_app(seed_qa), "respond")
-    _, page, _ = respond("How do I bake a chocolate cake?", 2, [], new_chat())
+    _, page, _, *_ = respond("How do I bake a chocolate cake?", 2, [], new_chat())
     assert "The documents do not seem to answer this question." in page
     assert page.count('class="qa-card"') == 2  # the closest passages are still offered,
     assert page.index("<details") < page.index('class="qa-card"')  # collapsed
@@ -117,7 +154,7 @@ def test_respond_off_topic_question_says_no_good_answer(seed_qa):
 
 def test_respond_shows_library_error_as_one_line(tmp_path, real_embedder):
     respond = page_handler(build_app(QA(tmp_path / "nowhere", embedder=real_embedder)), "respond")
-    chat, page, _ = respond("When?", 3, [], new_chat())
+    chat, page, _, *_ = respond("When?", 3, [], new_chat())
     error = re.search(r'<div class="qa-error">(.*?)</div>', page).group(1)
     assert error.startswith(html.escape(f"no index at {tmp_path / 'nowhere'}"))
     assert "\n" not in error and "Traceback" not in page
@@ -136,7 +173,7 @@ def test_document_markup_is_escaped_never_rendered(tmp_path, real_embedder):
     qa = QA(tmp_path / "index", embedder=real_embedder)
     assert qa.index([docs]).added == ["docs/x<i>y.txt"]
     respond = page_handler(build_app(qa), "respond")
-    _, page, _ = respond("What did the review page print <script>alert(2)</script>?", 3, [], new_chat())
+    _, page, _, *_ = respond("What did the review page print <script>alert(2)</script>?", 3, [], new_chat())
 
     assert page.count('class="qa-card"') == 3
     assert "<script" not in page and "<b>" not in page and "<i>" not in page
