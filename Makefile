@@ -21,10 +21,14 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(PY) app.py
 
+# The PDF tests write their PDFs in DejaVu Sans (fpdf2 needs a TrueType font for
+# the seeds' curly quotes); chromium usually brings it, but not necessarily.
+FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing Debian's chromium for the browser tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@{ command -v chromium >/dev/null 2>&1 && [ -f $(FONT) ]; } || { \
+		echo "installing Debian's chromium and fonts-dejavu-core for the browser and PDF tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
 test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q

@@ -69,7 +69,7 @@ def _open_first(page, question: str, doc: str):
     page.locator("#source mark#qa-cited").wait_for(timeout=WAIT)
 
 
-def test_pdf_result_shows_the_original_page_marked_beside_the_text(pdf_page, screenshots):
+def test_pdf_result_shows_the_original_page_marked_under_the_text(pdf_page, screenshots):
     _open_first(pdf_page, "What did Mamtimin Ala say about diplomacy and capitulation?", "seed-article.pdf")
     image = pdf_page.locator("#source img#qa-page-image")
     image.wait_for(timeout=WAIT)
