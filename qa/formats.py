@@ -18,6 +18,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 # A DOCX is a zip: refuse archives that would expand to absurd sizes.
 MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
@@ -60,36 +61,47 @@ def _clean_block(text: str, *, reflow: bool = False) -> str:
     return (" " if reflow else "\n").join(line for line in lines if line)
 
 
-def parse_pdf(path: Path) -> Parsed:
+def pdf_text_boxes(handle: BinaryIO) -> Iterator[tuple[object, int, list[tuple[object, str]]]]:
+    """Each page of an open PDF as ``(page, its /Rotate, [(text box, cleaned text)])``, read upright.
+
+    The one reading of a PDF's text: ``parse_pdf`` indexes it and
+    ``qa.pageview`` finds the same words' boxes in it. Boxes whose text is
+    empty once cleaned are left out."""
     from pdfminer.converter import PDFPageAggregator
     from pdfminer.layout import LAParams, LTTextContainer
     from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
     from pdfminer.pdfpage import PDFPage
+
+    manager = PDFResourceManager()
+    device = PDFPageAggregator(manager, laparams=LAParams())
+    interpreter = PDFPageInterpreter(manager, device)
+    for pdf_page in PDFPage.get_pages(handle):
+        rotate = pdf_page.rotate
+        # Read a turned page (/Rotate) upright: turned, its lines run down the
+        # page and pdfminer reads them one character per line.
+        pdf_page.rotate = 0
+        interpreter.process_page(pdf_page)
+        boxes = []
+        for element in device.get_result():
+            if isinstance(element, LTTextContainer):
+                text = _clean_block(element.get_text(), reflow=True)
+                if text:
+                    boxes.append((element, text))
+        yield pdf_page, rotate, boxes
+
+
+def parse_pdf(path: Path) -> Parsed:
     from pdfminer.pdfparser import PDFSyntaxError
     from pdfminer.psparser import PSEOF, PSException
 
     parsed = Parsed(paged=True)
-    manager = PDFResourceManager()
     try:
-        device = PDFPageAggregator(manager, laparams=LAParams())
-        interpreter = PDFPageInterpreter(manager, device)
         handle = open(path, "rb")
     except OSError as exc:
         raise FormatError(f"cannot open PDF: {exc.strerror or exc}") from exc
     try:
-        for pdf_page in PDFPage.get_pages(handle):
-            # Read a turned page (/Rotate) upright: turned, its lines run down the
-            # page and pdfminer reads them one character per line.
-            pdf_page.rotate = 0
-            interpreter.process_page(pdf_page)
-            page = device.get_result()
-            blocks = []
-            for element in page:
-                if isinstance(element, LTTextContainer):
-                    text = _clean_block(element.get_text(), reflow=True)
-                    if text:
-                        blocks.append(Block(text))
-            parsed.pages.append(blocks)
+        for _, _, boxes in pdf_text_boxes(handle):
+            parsed.pages.append([Block(text) for _, text in boxes])
     except PSEOF as exc:
         raise FormatError("not a readable PDF (truncated: it ends too early)") from exc
     except (PDFSyntaxError, PSException) as exc:

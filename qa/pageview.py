@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.formats import _clean_block
+from qa.formats import pdf_text_boxes
 
 MARK_FILL = (255, 200, 0, 110)
 MARK_LINE = (220, 110, 0, 255)
@@ -35,10 +35,10 @@ class Word:
     y1: float
 
 
-def _display_matrix(page) -> tuple:
+def _display_matrix(mediabox, rotate: int) -> tuple:
     """pdfminer's own page matrix (pdfinterp.process_page): user space to the rotated page, origin at 0."""
-    x0, y0, x1, y1 = page.mediabox
-    rotate = page.rotate % 360
+    x0, y0, x1, y1 = mediabox
+    rotate = rotate % 360
     if rotate == 90:
         return (0, -1, 1, 0, -y0, x1)
     if rotate == 180:
@@ -97,35 +97,19 @@ def _words(text: str, chars: list) -> list[tuple[int, int, int, tuple]]:
 
 def pdf_layout(path: str | Path) -> tuple[str, list[Word]]:
     """The extracted text of a PDF (as ``qa.read`` builds it) and the box of each of its words."""
-    from pdfminer.converter import PDFPageAggregator
-    from pdfminer.layout import LAParams, LTTextContainer
-    from pdfminer.pdfinterp import PDFPageInterpreter, PDFResourceManager
-    from pdfminer.pdfpage import PDFPage
-
-    manager = PDFResourceManager()
-    device = PDFPageAggregator(manager, laparams=LAParams())
-    interpreter = PDFPageInterpreter(manager, device)
     parts: list[str] = []
     words: list[Word] = []
     offset = 0
     line_base = 0
     with open(path, "rb") as handle:
-        for number, page in enumerate(PDFPage.get_pages(handle), start=1):
-            m = _display_matrix(page)
-            page.rotate = 0  # read the text upright; the boxes are turned below (see qa.formats.parse_pdf)
-            interpreter.process_page(page)
-            layout = device.get_result()
+        for number, (page, rotate, boxes) in enumerate(pdf_text_boxes(handle), start=1):
+            m = _display_matrix(page.mediabox, rotate)  # the text was read upright; its boxes are turned here
             mx, my = page.mediabox[0], page.mediabox[1]
             corners = [_apply(m, x, y) for x in page.cropbox[0::2] for y in page.cropbox[1::2]]
             cx0, cy0 = min(c[0] for c in corners), min(c[1] for c in corners)
             cx1, cy1 = max(c[0] for c in corners), max(c[1] for c in corners)
             width, height = (cx1 - cx0) or 1.0, (cy1 - cy0) or 1.0
-            for element in layout:
-                if not isinstance(element, LTTextContainer):
-                    continue
-                text = _clean_block(element.get_text(), reflow=True)
-                if not text:
-                    continue
+            for element, text in boxes:
                 if parts:
                     parts.append("\n\n")
                     offset += 2
