@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -55,6 +56,23 @@ import faiss
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _one_thread():
+    """Search one query on the calling thread alone (OpenMP's thread count is per thread).
+
+    One query is too little work to share: a second OpenMP thread only waits for a
+    core, and just after the model has run (its own threads still spinning) a
+    SciFact question's two flat scans took 20 ms each with two threads against 2
+    with one. Training and batch work keep every thread.
+    """
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 FLAT_MAX = 200_000
 """Vectors at which a flat index becomes IVF (at the next ``save``/``restructure``)."""
@@ -135,6 +153,10 @@ class VectorIndex:
         if k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        with _one_thread():
+            return self._search(query, k, allowed)
+
+    def _search(self, query: np.ndarray, k: int, allowed: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "ivf":
             return self._search_ivf(query, k, allowed)
         params = sel = None

@@ -82,8 +82,9 @@ def _candidates(
         allowed_docs, allowed_passages, allowed_sentences = snapshot.ids_in(docs)
         if not allowed_passages:
             return []
-    lexical = dict(snapshot.lexical(match, pool, doc_ids=allowed_docs)) if match else {}
-    ids = dict.fromkeys(lexical)
+    lexical = snapshot.lexical(match, doc_ids=allowed_docs) if match else {}
+    # The best ``pool`` by bm25, ties by passage id, as ``ORDER BY bm25 LIMIT`` would give.
+    ids = dict.fromkeys(sorted(lexical, key=lambda i: (-lexical[i], i))[:pool])
     passage_ids, _ = snapshot.passage_vectors.search(query_vector, pool, allowed=allowed_passages)
     ids.update(dict.fromkeys(int(i) for i in passage_ids))
     sentence_ids, _ = snapshot.sentence_vectors.search(query_vector, pool, allowed=allowed_sentences)
@@ -91,10 +92,6 @@ def _candidates(
     ids = list(ids)
     if not ids:
         return []
-
-    missing = [i for i in ids if i not in lexical]
-    if match and missing:
-        lexical.update(snapshot.lexical(match, len(missing), only=missing))
 
     passage_cos = snapshot.passage_vectors.vectors(ids) @ query_vector
     sentences = snapshot.sentences(ids)

@@ -207,26 +207,21 @@ class Snapshot:
         ]
         return doc_ids, passage_ids, sentence_ids
 
-    def lexical(
-        self, match: str, limit: int, only: Sequence[int] | None = None, doc_ids: Sequence[int] | None = None
-    ) -> list[tuple[int, float]]:
-        """``(passage id, bm25)`` for an FTS5 MATCH expression; larger is better.
+    def lexical(self, match: str, doc_ids: Sequence[int] | None = None) -> dict[int, float]:
+        """``passage id -> bm25`` of every passage matching an FTS5 MATCH expression; larger is better.
 
-        ``only`` restricts to those passage ids, ``doc_ids`` to those documents.
+        ``doc_ids`` restricts to those documents. All matches in one query, because
+        FTS5 scores every match to order them anyway, and because scoring chosen
+        passages with ``rowid IN (...)`` starts the query again for each of them,
+        counting each term's documents anew: 20 ms a question on SciFact's 15k
+        passages, against 7 for every match.
         """
         sql = f"SELECT rowid, -{_BM25} FROM passages_fts WHERE passages_fts MATCH ?"
         params: list = [match]
         if doc_ids is not None:
             sql += f" AND rowid IN (SELECT id FROM passages WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
             params.extend(int(i) for i in doc_ids)
-        if only is not None:
-            if not only:
-                return []
-            sql += f" AND rowid IN ({','.join('?' * len(only))})"
-            params.extend(int(i) for i in only)
-        sql += f" ORDER BY {_BM25} LIMIT ?"
-        params.append(limit)
-        return [(int(r[0]), float(r[1])) for r in self._query(sql, params)]
+        return dict(self._query(sql, params))
 
 
 def open_snapshot(folder: str | os.PathLike, *, verify: bool = True) -> Snapshot:
