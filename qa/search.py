@@ -74,6 +74,18 @@ def _zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / std
 
 
+def _best(scores: dict[int, float], k: int) -> list[int]:
+    """The ``k`` ids of highest score, best first, ties by id (as ``ORDER BY bm25 LIMIT`` gives them)."""
+    if len(scores) <= k:
+        return sorted(scores, key=lambda i: (-scores[i], i))
+    ids = np.fromiter(scores, dtype=np.int64, count=len(scores))
+    values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+    kth = np.partition(values, len(values) - k)[len(values) - k]  # the k-th highest score
+    chosen = values >= kth
+    order = np.lexsort((ids[chosen], -values[chosen]))[:k]
+    return ids[chosen][order].tolist()
+
+
 def _candidates(
     snapshot: Snapshot, query_vector: np.ndarray, match: str | None, pool: int, docs: Sequence[str] | None = None
 ) -> list[_Candidate]:
@@ -83,8 +95,7 @@ def _candidates(
         if not allowed_passages:
             return []
     lexical = snapshot.lexical(match, doc_ids=allowed_docs) if match else {}
-    # The best ``pool`` by bm25, ties by passage id, as ``ORDER BY bm25 LIMIT`` would give.
-    ids = dict.fromkeys(sorted(lexical, key=lambda i: (-lexical[i], i))[:pool])
+    ids = dict.fromkeys(_best(lexical, pool))
     passage_ids, _ = snapshot.passage_vectors.search(query_vector, pool, allowed=allowed_passages)
     ids.update(dict.fromkeys(int(i) for i in passage_ids))
     sentence_ids, _ = snapshot.sentence_vectors.search(query_vector, pool, allowed=allowed_sentences)

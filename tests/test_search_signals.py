@@ -25,3 +25,14 @@ def test_the_sentence_with_the_rare_word_covers_more():
 def test_no_question_words_or_no_sentences_cover_nothing():
     assert _weighted_coverage({}, [_words("anything")]) == 0.0
     assert _weighted_coverage(_term_weights({"dubli"}, [set()]), []) == 0.0
+
+
+@pytest.mark.parametrize("size", [0, 3, 100, 101, 2000])
+def test_the_lexical_pool_is_the_best_bm25_ties_by_passage_id(size):
+    import random
+
+    from qa.search import _best
+
+    rng = random.Random(size)
+    scores = {rng.randrange(10**6): rng.choice([1.0, 2.5, rng.random()]) for _ in range(size)}
+    assert _best(scores, 100) == sorted(scores, key=lambda i: (-scores[i], i))[:100]
