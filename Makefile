@@ -34,6 +34,7 @@ test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/quality.py
 	$(PY) bench/speed.py
 
