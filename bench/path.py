@@ -1,0 +1,120 @@
+"""What a user waits for on a real index: the whole question path, a batch, the bytes, one document in and out.
+
+    python bench/path.py [--index DIR] [--questions FILE] [--count 300] [--retrievers hybrid,fused,lexical,dense]
+
+Defaults to the SciFact index that bench/quality.py builds (``~/.cache/qa/bench/
+scifact``: 5,183 abstracts, 14,677 passages) and SciFact's own questions. In one
+warm process it measures:
+
+- ``qa ask``'s whole path per retriever, one question at a time, as
+  ``QA.ask`` runs it for the CLI and the page: the question's embedding, the
+  lexical and vector searches, the signals, fusion, highlights, confidence;
+  p50 and p95 over ``--count`` questions (after ten to warm up);
+- ``qa batch``: questions a second through ``QA.ask_many`` (64 embedded at a
+  time), the default retriever;
+- the index's bytes a passage: every file of the live generation, and the same
+  less the passages' and documents' text (what the issue's 6 KB counts);
+- the process's peak resident memory;
+- adding one document (a new abstract made of two of the index's own, so the
+  model embeds real text) and removing it again, each one commit, timed from
+  the call to the new generation being live.
+
+The add and the remove leave the index with the documents it had, one
+generation later. Prints one markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qa import QA  # noqa: E402
+from qa.search import RETRIEVERS  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "bench"
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return 1000 * times[len(times) // 2], 1000 * times[int(0.95 * (len(times) - 1))]
+
+
+def text_bytes(catalog: Path) -> int:
+    db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
+    try:
+        (total,) = db.execute(
+            "SELECT (SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM passages)"
+            " + (SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM documents)"
+        ).fetchone()
+    finally:
+        db.close()
+    return int(total)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", type=Path, default=Path.home() / ".cache" / "qa" / "bench" / "scifact")
+    parser.add_argument("--questions", type=Path, default=SHARED / "scifact" / "questions.jsonl")
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--retrievers", default=",".join(RETRIEVERS))
+    args = parser.parse_args()
+
+    qa = QA(args.index)
+    questions = [json.loads(line)["question"] for line in args.questions.open()][: args.count]
+    for question in questions[:10]:
+        qa.ask(question)
+    rows = []
+    for retriever in args.retrievers.split(","):
+        times = []
+        for question in questions:
+            start = time.perf_counter()
+            qa.ask(question, retriever=retriever)
+            times.append(time.perf_counter() - start)
+        p50, p95 = percentiles(times)
+        rows.append((f"`qa ask`, {retriever}", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"))
+    start = time.perf_counter()
+    answered = sum(1 for _ in qa.ask_many((None, q) for q in questions))
+    rows.append(("`qa batch`, hybrid", f"{answered / (time.perf_counter() - start):.1f} questions/s"))
+
+    snapshot = qa.snapshot()
+    passages = snapshot.manifest["counts"]["passages"]
+    files = {key: args.index / name for key, name in snapshot.manifest["files"].items()}
+    total = sum(p.stat().st_size for p in files.values())
+    text = text_bytes(files["catalog"])
+    rows.append(("index bytes a passage", f"{total / passages:,.0f} ({(total - text) / passages:,.0f} beside the text)"))
+
+    docs = sorted(d.path for d in qa.documents())
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = Path(tmp) / "bench-path-extra.txt"
+        extra.write_text(
+            "\n\n".join((qa.snapshot().document_text(p) or "") for p in docs[:2]) + "\n\nadded by bench/path.py\n",
+            encoding="utf-8",
+        )
+        start = time.perf_counter()
+        qa.index([extra])
+        added = time.perf_counter() - start
+        stored = [d.path for d in qa.documents() if d.path.endswith(extra.name)]
+        start = time.perf_counter()
+        qa.remove(stored)
+        removed = time.perf_counter() - start
+    rows.append(("add one document (one commit)", f"{added:.2f} s"))
+    rows.append(("remove one document (one commit)", f"{removed:.2f} s"))
+    rows.append(("peak resident memory", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB"))
+
+    print(f"{args.index}: {passages:,} passages, {len(docs):,} documents, {len(questions)} questions\n")
+    print("| measured | figure |\n|---|---|")
+    for name, figure in rows:
+        print(f"| {name} | {figure} |")
+
+
+if __name__ == "__main__":
+    main()
