@@ -2,8 +2,8 @@
 
 For plain-text formats (.txt, .md) the extracted text is the decoded file
 itself, so a citation's ``[start, end)`` can be checked with any editor. For
-PDF, DOCX and HTML it is the parsed blocks joined by blank lines; the catalog
-keeps it, and ``qa show`` prints it.
+PDF, DOCX, HTML and images (OCR) it is the parsed blocks joined by blank
+lines; the catalog keeps it, and ``qa show`` prints it.
 
 Rich formats are parsed in a child process with a time limit, so a parser that
 hangs or crashes on a hostile file costs that file only.
@@ -23,7 +23,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_pdf
+from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_image, parse_pdf
+from qa.ocr import OcrWord
 
 FORMATS = {
     ".txt": "text",
@@ -33,6 +34,12 @@ FORMATS = {
     ".docx": "docx",
     ".html": "html",
     ".htm": "html",
+    # read by OCR (qa.ocr), a page a frame
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
 }
 SUPPORTED_SUFFIXES = tuple(FORMATS)
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -58,6 +65,7 @@ class ExtractedText:
     encoding: str | None = None
     pages: tuple[int, ...] = ()  # start offset of each page, for paged formats
     headings: tuple[Heading, ...] = ()
+    ocr_words: tuple[OcrWord, ...] = ()  # the words read by OCR, in text order, with their boxes
 
     def page_at(self, offset: int) -> int | None:
         """1-based page holding ``offset``, or None for formats without pages."""
@@ -164,6 +172,7 @@ def _join(parsed: Parsed, fmt: str) -> ExtractedText:
     parts: list[str] = []
     pages: list[int] = []
     headings: list[Heading] = []
+    words: list[OcrWord] = []
     offset = 0
     for blocks in parsed.pages:
         pages.append(offset)
@@ -174,6 +183,7 @@ def _join(parsed: Parsed, fmt: str) -> ExtractedText:
             if block.heading_level:
                 headings.append(Heading(offset, offset + len(block.text), block.heading_level, block.text))
             parts.append(block.text)
+            words.extend(word.shifted(offset) for word in block.words)
             offset += len(block.text)
     pages = [min(p, offset) for p in pages]
     return ExtractedText(
@@ -181,6 +191,7 @@ def _join(parsed: Parsed, fmt: str) -> ExtractedText:
         format=fmt,
         pages=tuple(pages) if parsed.paged else (),
         headings=tuple(headings),
+        ocr_words=tuple(words),
     )
 
 
@@ -189,6 +200,8 @@ def _parse_rich(path: Path, fmt: str, data: bytes) -> dict:
         parsed = parse_pdf(path)
     elif fmt == "docx":
         parsed = parse_docx(path)
+    elif fmt == "image":
+        parsed = parse_image(path)
     else:
         text, _ = decode_text(data)
         parsed = parse_html(text)
@@ -197,6 +210,7 @@ def _parse_rich(path: Path, fmt: str, data: bytes) -> dict:
         "text": extracted.text,
         "pages": list(extracted.pages),
         "headings": [[h.start, h.end, h.level, h.title] for h in extracted.headings],
+        "ocr_words": [list(vars(w).values()) for w in extracted.ocr_words],
     }
 
 
@@ -239,6 +253,7 @@ def _in_child(path: Path, fmt: str, data: bytes, timeout: float) -> ExtractedTex
         format=fmt,
         pages=tuple(ok["pages"]),
         headings=tuple(Heading(*h) for h in ok["headings"]),
+        ocr_words=tuple(OcrWord(*w) for w in ok["ocr_words"]),
     )
 
 
