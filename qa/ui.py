@@ -155,7 +155,7 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
 
                 citation = format_citation(cited[0])
             page_png = page_note = None
-            if cited and cited[0].page is not None and doc.lower().endswith(".pdf"):
+            if cited and cited[0].page is not None and FORMATS.get(Path(doc).suffix.lower()) in ("pdf", "image"):
                 from qa.pageview import PageViewError, original_range
 
                 try:
