@@ -16,7 +16,6 @@ Why these parsers:
 
 from __future__ import annotations
 
-import logging
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from qa.ocr import OcrUnavailable
-
-logger = logging.getLogger(__name__)
 
 # A DOCX is a zip: refuse archives that would expand to absurd sizes.
 MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
@@ -49,6 +46,7 @@ class Parsed:
 
     pages: list[list[Block]] = field(default_factory=list)
     paged: bool = False
+    notes: list[str] = field(default_factory=list)  # what a reader should know of a file read in part
 
 
 _SOFT_HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-\n(?=[a-z])")
@@ -114,9 +112,10 @@ def parse_pdf(path: Path) -> Parsed:
             _ocr_pdf_pages(path, parsed)
     except OcrUnavailable as exc:
         if not any(parsed.pages):
-            raise FormatError(f"PDF has no extractable text (a scanned image?); {exc}") from exc
+            raise FormatError(f"PDF has no extractable text (a scanned image?) and OCR cannot read it: {exc}") from exc
         # The pages with text are indexed; the scanned ones cannot be read here.
-        logger.warning("%s: scanned pages left out: %s", path, exc)
+        empty = [str(n) for n, blocks in enumerate(parsed.pages, start=1) if not blocks]
+        parsed.notes.append(f"page(s) {', '.join(empty)} have no text (scanned?) and were left out: {exc}")
     except PSEOF as exc:
         raise FormatError("not a readable PDF (truncated: it ends too early)") from exc
     except (PDFSyntaxError, PSException) as exc:
@@ -157,7 +156,7 @@ def parse_image(path: Path) -> Parsed:
     try:
         check_available()
     except OcrUnavailable as exc:
-        raise FormatError(f"an image is read by OCR; {exc}") from exc
+        raise FormatError(f"an image is read by OCR, which cannot run: {exc}") from exc
     parsed = Parsed(paged=True)
     try:
         for number in range(1, image_pages(path) + 1):

@@ -61,7 +61,7 @@ def check_available() -> str:
     """The Tesseract command to run, or :class:`OcrUnavailable` saying how to install it."""
     command = tesseract_command()
     if shutil.which(command) is None:
-        raise OcrUnavailable(f"OCR needs Tesseract, which is not installed ({command} not found): {INSTALL}")
+        raise OcrUnavailable(f"Tesseract is not installed ({command} not found); install it with: {INSTALL}")
     return command
 
 
@@ -86,10 +86,10 @@ def read_page(image, page: int) -> list[tuple[str, tuple[OcrWord, ...]]]:
             image.convert("RGB"), lang=LANGUAGE, output_type=pytesseract.Output.DICT, timeout=PAGE_TIMEOUT
         )
     except pytesseract.TesseractNotFoundError as exc:
-        raise OcrUnavailable(f"OCR needs Tesseract, which is not installed ({command} not found): {INSTALL}") from exc
+        raise OcrUnavailable(f"Tesseract is not installed ({command} not found); install it with: {INSTALL}") from exc
     except pytesseract.TesseractError as exc:
         if "Failed loading language" in str(exc.message):
-            raise OcrUnavailable(f"Tesseract has no '{LANGUAGE}' language data: {INSTALL}") from exc
+            raise OcrUnavailable(f"Tesseract has no '{LANGUAGE}' language data; install it with: {INSTALL}") from exc
         raise
     width, height = image.size
     lines: dict[tuple[int, int, int], list[tuple[str, float, tuple[int, int, int, int]]]] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -25,6 +26,8 @@ from typing import Iterable, Iterator
 
 from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_image, parse_pdf
 from qa.ocr import OcrWord
+
+logger = logging.getLogger(__name__)
 
 FORMATS = {
     ".txt": "text",
@@ -211,6 +214,7 @@ def _parse_rich(path: Path, fmt: str, data: bytes) -> dict:
         "pages": list(extracted.pages),
         "headings": [[h.start, h.end, h.level, h.title] for h in extracted.headings],
         "ocr_words": [list(vars(w).values()) for w in extracted.ocr_words],
+        "notes": parsed.notes,
     }
 
 
@@ -248,6 +252,8 @@ def _in_child(path: Path, fmt: str, data: bytes, timeout: float) -> ExtractedTex
     if "error" in payload:
         raise ReadError(payload["error"])
     ok = payload["ok"]
+    for note in ok["notes"]:  # said here, not in the child: its stderr may not be the caller's
+        logger.warning("%s: %s", path, note)
     return ExtractedText(
         text=ok["text"],
         format=fmt,
