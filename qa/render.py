@@ -43,9 +43,12 @@ a.qa-link, a.qa-copy { color: #0969da; font-size: .8em; margin-left: .6em; curso
           border: 1px dashed #8250df; cursor: help; }
 /* The text view and the original page side by side; stacked where the panel is narrow. */
 .qa-source-pair { display: flex; flex-wrap: wrap; gap: .8em; align-items: flex-start; }
-.qa-source-pair > .qa-source { flex: 1 1 14em; min-width: 0; }
-.qa-source-pair > .qa-page-view, .qa-source-pair > .qa-page-note { flex: 1 1 14em; min-width: 0; margin: 0; }
-.qa-page-view img { max-width: 100%; max-height: 70vh; border: 1px solid #d0d7de; border-radius: 4px; }
+.qa-source-pair > .qa-source { flex: 1 1 12em; min-width: 0; }
+.qa-source-pair > .qa-page-view, .qa-source-pair > .qa-page-note { flex: 1.3 1 14em; min-width: 0; margin: 0; }
+.qa-page-view img { max-width: 100%; max-height: 70vh; border: 1px solid #d0d7de; border-radius: 4px; cursor: zoom-in; }
+/* Clicked, the page takes the panel's whole width, under the text, to be read. */
+.qa-source-pair > .qa-page-view.qa-zoomed { flex-basis: 100%; }
+.qa-page-view.qa-zoomed img { max-height: none; width: 100%; cursor: zoom-out; }
 .qa-page-view figcaption { color: #57606a; font-size: .85em; margin-bottom: .3em; }
 .qa-verdict-head { font-weight: 600; margin: .3em 0; }
 .qa-verdict-exact .qa-verdict-head, .qa-verdict-near-exact .qa-verdict-head { color: #1a7f37; }
@@ -187,7 +190,8 @@ def _page_view(page_png: bytes | None, note: str | None) -> str:
 
         data = base64.b64encode(page_png).decode("ascii")
         return (
-            '<figure class="qa-page-view"><figcaption>The original page, the cited passage marked</figcaption>'
+            '<figure class="qa-page-view"><figcaption>The original page, the cited passage marked '
+            '(click to enlarge)</figcaption>'
             f'<img id="qa-page-image" alt="original page with the cited passage marked" '
             f'src="data:image/png;base64,{data}"></figure>'
         )

@@ -58,6 +58,8 @@ JS = """
       box.value = url; document.body.appendChild(box); box.select(); document.execCommand('copy'); box.remove(); done();
       return;
     }
+    const pageImage = event.target.closest('#qa-page-image');
+    if (pageImage) { pageImage.closest('.qa-page-view').classList.toggle('qa-zoomed'); return; }
     const link = event.target.closest('a.qa-open');
     // A plain click opens the source beside the chat; ctrl/middle click opens the link in a new tab.
     if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
