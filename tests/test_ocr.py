@@ -93,6 +93,17 @@ def test_an_image_is_read_with_each_word_boxed_and_scored(scans):
         assert abs(word.y0 * height - y0) < 12 and abs(word.y1 * height - y1) < 12
 
 
+def test_a_photo_stored_sideways_is_read_upright_as_its_exif_says(scans, tmp_path):
+    folder, pages = scans
+    image = pages["library"][0].convert("RGB").transpose(Image.Transpose.ROTATE_90)  # stored turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to show it
+    image.save(tmp_path / "photo.jpg", quality=90, exif=exif)
+    extracted = read_document(tmp_path / "photo.jpg")
+    assert _similar(extracted.text, "\n\n".join(LIBRARY)) > 0.97
+    assert render_image(tmp_path / "photo.jpg", 1).size[1] > render_image(tmp_path / "photo.jpg", 1).size[0]
+
+
 def test_a_multi_page_tiff_is_one_page_a_frame(scans):
     folder, _ = scans
     extracted = read_document(folder / "archive.tiff")
