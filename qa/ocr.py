@@ -28,6 +28,9 @@ from qa.config import tesseract_command
 
 LANGUAGE = "eng"
 PDF_DPI = 300
+# A poster-sized page at 300 dpi would be gigabytes of pixels: its longest side is capped
+# here (an A4 page at 300 dpi is 3508 pixels high).
+MAX_SIDE = 5000
 # One page may not take longer than this (a damaged or enormous image); the whole
 # file is bounded by the reader's own --timeout as well.
 PAGE_TIMEOUT = 120
@@ -148,7 +151,9 @@ def _joins(text: str, word: str) -> bool:
 
 def pdf_page_image(pdf, number: int):
     """Page ``number`` (1-based) of an open pypdfium2 document as Tesseract should see it."""
-    return pdf[number - 1].render(scale=PDF_DPI / 72).to_pil()
+    page = pdf[number - 1]
+    width, height = page.get_size()
+    return page.render(scale=min(PDF_DPI / 72, MAX_SIDE / max(width, height, 1))).to_pil()
 
 
 def open_image(path, page: int = 1):

@@ -240,7 +240,9 @@ def _in_child(path: Path, fmt: str, data: bytes, timeout: float) -> ExtractedTex
     sender.close()
     try:
         if not receiver.poll(timeout):
-            raise ReadError(f"parsing took longer than the {timeout:g} s limit")
+            hint = " (scanned pages are read by OCR, a second or two a page: raise --timeout)" if fmt in (
+                "pdf", "image") else ""
+            raise ReadError(f"parsing took longer than the {timeout:g} s limit{hint}")
         payload = json.loads(receiver.recv_bytes().decode("utf-8"))
     except EOFError:
         raise ReadError(f"the {fmt.upper()} parser crashed") from None

@@ -337,3 +337,44 @@ def test_the_page_downloads_carry_the_ocr_flag(scans, real_embedder, tmp_path):
     assert result["ocr"] is True and 0.8 < result["ocr_confidence"] <= 1
     row = next(csv.DictReader(open(csv_path, encoding="utf-8")))
     assert row["ocr"] == "True" and float(row["ocr_confidence"]) == result["ocr_confidence"]
+
+
+@pytest.mark.model
+def test_an_upgrade_keeps_the_words_ocr_read(scans, real_embedder, tmp_path):
+    """Rewriting an index from its catalog (qa.upgrade) carries the OCR words over; OCR is not run again."""
+    folder, _ = scans
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(folder / "archive.tiff", one)
+    index = tmp_path / "index"
+    qa = QA(index, embedder=real_embedder)
+    qa.index([one])
+    before_words = qa.snapshot().ocr_words("one/archive.tiff")
+    before = [(p.start, p.end, p.ocr_confidence) for p in qa.snapshot().passages_of("one/archive.tiff")]
+    manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+    manifest["format"] = 4  # an upgradable format whose catalog has the table
+    (index / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert qa.outdated()
+    (one / "archive.tiff").unlink()  # the upgrade reads the catalog, not the files
+    qa.upgrade()
+    snapshot = qa.snapshot()
+    assert snapshot.generation > manifest["generation"]
+    assert snapshot.ocr_words("one/archive.tiff") == before_words and len(before_words) > 20
+    assert [(p.start, p.end, p.ocr_confidence) for p in snapshot.passages_of("one/archive.tiff")] == before
+    assert all(c is not None for _, _, c in before)
+
+
+def test_a_poster_sized_page_is_rendered_for_ocr_within_the_pixel_cap():
+    import pypdfium2 as pdfium
+
+    from qa.ocr import MAX_SIDE, PDF_DPI, pdf_page_image
+
+    pdf = pdfium.PdfDocument.new()
+    pdf.new_page(612, 792)  # US letter
+    pdf.new_page(2384, 3370)  # A0
+    try:
+        letter, poster = pdf_page_image(pdf, 1), pdf_page_image(pdf, 2)
+    finally:
+        pdf.close()
+    assert abs(letter.size[0] - 612 * PDF_DPI / 72) <= 1 and abs(letter.size[1] - 792 * PDF_DPI / 72) <= 1
+    assert max(poster.size) <= MAX_SIDE and max(poster.size) > MAX_SIDE - 5
