@@ -82,8 +82,10 @@ def read_page(image, page: int) -> list[tuple[str, tuple[OcrWord, ...]]]:
     command = check_available()
     pytesseract.pytesseract.tesseract_cmd = command
     # Tesseract's OpenMP threads spin-wait: on a shared machine one thread a
-    # page was 5 times faster than the default (1.2 s against 6 s, 2 cores).
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    # page was 2 to 7 times faster than two (README, "Scanned PDFs and images").
+    # Set only while it runs: pytesseract hands tesseract this process's environment.
+    limit = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = limit or "1"
     try:
         data = pytesseract.image_to_data(
             image.convert("RGB"), lang=LANGUAGE, output_type=pytesseract.Output.DICT, timeout=PAGE_TIMEOUT
@@ -94,6 +96,9 @@ def read_page(image, page: int) -> list[tuple[str, tuple[OcrWord, ...]]]:
         if "Failed loading language" in str(exc.message):
             raise OcrUnavailable(f"Tesseract has no '{LANGUAGE}' language data; install it with: {INSTALL}") from exc
         raise
+    finally:
+        if limit is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
     width, height = image.size
     lines: dict[tuple[int, int, int], list[tuple[str, float, tuple[int, int, int, int]]]] = {}
     for i, level in enumerate(data["level"]):
