@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make run    create .venv, install, index seeds/ on first use, serve the chat page
 #   make test   install what the tests need (Chromium included) and run the whole suite
+# Both install Debian's tesseract-ocr (English) when missing: scanned PDFs and images are read with it.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test chromium bench clean
+.PHONY: run test chromium tesseract bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed tesseract
 	$(PY) app.py
 
 # The PDF tests write their PDFs in DejaVu Sans (fpdf2 needs a TrueType font for
@@ -30,7 +31,14 @@ chromium:
 		echo "installing Debian's chromium and fonts-dejavu-core for the browser and PDF tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
-test: $(VENV)/.installed chromium
+# OCR of scanned PDF pages and images (qa.ocr) runs Debian's tesseract; without its
+# English data it cannot read a word, so both are checked.
+tesseract:
+	@{ command -v tesseract >/dev/null 2>&1 && tesseract --list-langs 2>/dev/null | grep -qx eng; } || { \
+		echo "installing Debian's tesseract-ocr and tesseract-ocr-eng to read scanned PDFs and images"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; }
+
+test: $(VENV)/.installed chromium tesseract
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

@@ -127,6 +127,8 @@ class Shown:
             "start": c.start,
             "end": c.end,
             "text": c.text,
+            "ocr": c.ocr,
+            "ocr_confidence": c.ocr_confidence,
             "before": [p.to_json() for p in self.before],
             "after": [p.to_json() for p in self.after],
         }
@@ -158,6 +160,11 @@ def find_cited(snapshot: Snapshot, citation: str) -> tuple[str, list[Passage], C
     return doc, windows, parsed
 
 
+def _mean_ocr(windows: list[Passage]) -> float | None:
+    read = [w.ocr_confidence for w in windows if w.ocr_confidence is not None]
+    return round(sum(read) / len(read), 4) if read else None
+
+
 def show(snapshot: Snapshot, citation: str, *, context: int = 1) -> Shown:
     """Find the cited passage and ``context`` paragraphs on each side."""
     doc, windows, parsed = find_cited(snapshot, citation)
@@ -169,7 +176,7 @@ def show(snapshot: Snapshot, citation: str, *, context: int = 1) -> Shown:
         cited = Passage(
             id=first.id, doc=doc, paragraph=first.paragraph, window=1, windows=1, start=first.start,
             end=last.end, text=text[first.start : last.end], page=first.page, section=first.section,
-            seq=first.seq, also=first.also,
+            seq=first.seq, also=first.also, ocr_confidence=_mean_ocr(windows),
         )
     before = [_paragraph(snapshot, doc, n, text) for n in range(cited.seq - context, cited.seq) if n >= 1]
     after = [_paragraph(snapshot, doc, n, text) for n in range(cited.seq + 1, cited.seq + context + 1)]

@@ -135,6 +135,13 @@ def _emit(obj: dict, as_json: bool, printer) -> None:
         printer(obj)
 
 
+def _ocr_note(passage: dict) -> str:
+    """Said of OCR'd words: they were recognised in an image, so a reader checks them against it."""
+    if not passage.get("ocr"):
+        return ""
+    return f"  read by OCR (word confidence {passage['ocr_confidence']:.2f})"
+
+
 def _print_answer(answer: dict) -> None:
     from qa.confidence import in_words
 
@@ -147,6 +154,7 @@ def _print_answer(answer: dict) -> None:
         click.echo(
             click.style(f"{r['rank']}. {r['citation']}", bold=True)
             + f"   [{r['start']}, {r['end']})  {in_words(r['confidence'])} ({r['confidence']:.2f})"
+            + _ocr_note(r)
         )
         text, hl_start = r["text"], r["highlight_start"] - r["start"]
         hl_end = hl_start + len(r["highlight"])
@@ -267,7 +275,7 @@ def batch(file: str, index: str | None, model: str | None, k: int, retriever: st
 @click.option("-C", "--context", type=click.IntRange(0, 20), default=1, show_default=True, help="Paragraphs shown on each side.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--page-image", type=click.Path(dir_okay=False), default=None,
-              help="Also write the cited PDF page as a PNG, the passage's region marked.")
+              help="Also write the cited PDF page or scanned image as a PNG, the passage's region marked.")
 def show(citation: str, index: str | None, context: int, as_json: bool, page_image: str | None) -> None:
     """Print the passage a CITATION points to, with its neighbours.
 
@@ -291,7 +299,7 @@ def show(citation: str, index: str | None, context: int, as_json: bool, page_ima
     for p in shown.before:
         click.echo(click.style(f"¶{p.paragraph}", dim=True) + "\n" + textwrap.indent(p.text, "  ") + "\n")
     c = shown.cited
-    click.echo(click.style(f"» {shown.citation}   {c.doc} [{c.start}, {c.end})", bold=True))
+    click.echo(click.style(f"» {shown.citation}   {c.doc} [{c.start}, {c.end})", bold=True) + _ocr_note(shown.to_json()))
     click.echo(textwrap.indent(c.text, "» ") + "\n")
     for p in shown.after:
         click.echo(click.style(f"¶{p.paragraph}", dim=True) + "\n" + textwrap.indent(p.text, "  ") + "\n")

@@ -23,3 +23,11 @@ def default_model() -> str | None:
 
 
 SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+
+
+ENV_TESSERACT = "QA_TESSERACT"
+
+
+def tesseract_command() -> str:
+    """``$QA_TESSERACT`` (a path or a command name), else ``tesseract`` from the PATH."""
+    return os.environ.get(ENV_TESSERACT) or "tesseract"

@@ -15,7 +15,7 @@ from qa.render import passage_link
 
 CSV_COLUMNS = [
     "id", "question", "answered", "confidence", "rank", "score", "doc", "paragraph",
-    "page", "section", "start", "end", "citation", "highlight", "text",
+    "page", "section", "start", "end", "citation", "ocr", "ocr_confidence", "highlight", "text",
 ]
 # The page knows where it is served, so its downloads carry each passage's link.
 LINK_COLUMN = "link"

@@ -10,6 +10,8 @@ Why these parsers:
 - DOCX: python-docx reads paragraphs with their style names, so headings are known.
 - HTML: trafilatura is made to keep an article's main content and drop
   navigation, scripts, styles and boilerplate; its XML output marks headings.
+- Scanned PDF pages and images: Tesseract (``qa.ocr``), whose words keep
+  their boxes and confidences in the blocks they make.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from qa.ocr import OcrUnavailable
 
 # A DOCX is a zip: refuse archives that would expand to absurd sizes.
 MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
@@ -33,6 +37,7 @@ class FormatError(Exception):
 class Block:
     text: str
     heading_level: int = 0  # 0 for body text
+    words: tuple = ()  # for OCR'd text, its ``qa.ocr.OcrWord``s, ranges within ``text``
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Parsed:
 
     pages: list[list[Block]] = field(default_factory=list)
     paged: bool = False
+    notes: list[str] = field(default_factory=list)  # what a reader should know of a file read in part
 
 
 _SOFT_HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-\n(?=[a-z])")
@@ -102,6 +108,14 @@ def parse_pdf(path: Path) -> Parsed:
     try:
         for _, _, boxes in pdf_text_boxes(handle):
             parsed.pages.append([Block(text) for _, text in boxes])
+        if not all(parsed.pages):
+            _ocr_pdf_pages(path, parsed)
+    except OcrUnavailable as exc:
+        if not any(parsed.pages):
+            raise FormatError(f"PDF has no extractable text (a scanned image?) and OCR cannot read it: {exc}") from exc
+        # The pages with text are indexed; the scanned ones cannot be read here.
+        empty = [str(n) for n, blocks in enumerate(parsed.pages, start=1) if not blocks]
+        parsed.notes.append(f"page(s) {', '.join(empty)} have no text (scanned?) and were left out: {exc}")
     except PSEOF as exc:
         raise FormatError("not a readable PDF (truncated: it ends too early)") from exc
     except (PDFSyntaxError, PSException) as exc:
@@ -112,7 +126,48 @@ def parse_pdf(path: Path) -> Parsed:
     finally:
         handle.close()
     if not any(parsed.pages):
-        raise FormatError("PDF has no extractable text (a scanned image?)")
+        raise FormatError("PDF has no extractable text, and OCR found none on its pages")
+    return parsed
+
+
+def _ocr_pdf_pages(path: Path, parsed: Parsed) -> None:
+    """Read the pages pdfminer found no text on (scans) with Tesseract, in place."""
+    import pypdfium2 as pdfium
+
+    from qa.ocr import check_available, pdf_page_image, read_page
+
+    check_available()
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        for number, blocks in enumerate(parsed.pages, start=1):
+            if not blocks:
+                image = pdf_page_image(pdf, number)
+                blocks.extend(Block(text, words=words) for text, words in read_page(image, number))
+    finally:
+        pdf.close()
+
+
+def parse_image(path: Path) -> Parsed:
+    """An image file read by Tesseract, one page a frame (a multi-page TIFF has several)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from qa.ocr import check_available, image_pages, open_image, read_page
+
+    try:
+        check_available()
+    except OcrUnavailable as exc:
+        raise FormatError(f"an image is read by OCR, which cannot run: {exc}") from exc
+    parsed = Parsed(paged=True)
+    try:
+        for number in range(1, image_pages(path) + 1):
+            blocks = [Block(text, words=words) for text, words in read_page(open_image(path, number), number)]
+            parsed.pages.append(blocks)
+    except Image.DecompressionBombError as exc:
+        raise FormatError(f"refused: the image is too large to read ({exc})") from exc
+    except (UnidentifiedImageError, OSError, EOFError) as exc:
+        raise FormatError(f"not a readable image ({type(exc).__name__})") from exc
+    if not any(parsed.pages):
+        raise FormatError("OCR found no text in the image")
     return parsed
 
 

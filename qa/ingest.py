@@ -291,6 +291,7 @@ def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: In
             passage_vectors=passage_vectors[p_at : p_at + n_passages],
             sentence_vectors=sentence_vectors[s_at : s_at + n_sentences],
             token_vectors=stored_tokens[p_at : p_at + n_passages] if stored_tokens is not None else None,
+            ocr_words=doc.extracted.ocr_words,
         )
         p_at += n_passages
         s_at += n_sentences

@@ -17,9 +17,10 @@ from embeddings import canonical_model_name
 
 # 3: the catalog keeps each passage's token vectors (qa.late).
 # 4: a document's one-line first paragraph (its title) is embedded as context of its other passages.
-FORMAT_VERSION = 4
+# 5: words read by OCR, with their boxes and confidences (ocr_words); each passage's OCR confidence.
+FORMAT_VERSION = 5
 # Older formats whose catalog ``qa.upgrade`` can read and embed again.
-UPGRADABLE = (2, 3)
+UPGRADABLE = (2, 3, 4)
 MANIFEST = "manifest.json"
 
 

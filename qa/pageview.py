@@ -1,4 +1,4 @@
-"""The original view of a PDF passage: the page rendered, the cited characters' region marked.
+"""The original view of a PDF or image passage: the page rendered, the cited characters' region marked.
 
 pdfminer.six, which reads the text (``qa.formats``), already knows every
 character's box; ``pdf_layout`` keeps them as word boxes tied to offsets of the
@@ -8,6 +8,10 @@ Boxes are kept as fractions of the displayed page (cropbox, after /Rotate,
 y down), so one mark fits a rendering at any scale. pypdfium2 renders the
 page (it applies /Rotate and the cropbox the same way a viewer does) and
 Pillow draws the mark, one rectangle per line.
+
+Words read by OCR (a scanned PDF page, an image: ``qa.ocr``) have their
+boxes kept in the index, in the same fractions; the page is rendered the way
+it was read and the stored boxes are marked on it.
 """
 
 from __future__ import annotations
@@ -95,8 +99,12 @@ def _words(text: str, chars: list) -> list[tuple[int, int, int, tuple]]:
     return [tuple(w) for w in words]
 
 
-def pdf_layout(path: str | Path) -> tuple[str, list[Word]]:
-    """The extracted text of a PDF (as ``qa.read`` builds it) and the box of each of its words."""
+def pdf_layout(path: str | Path, ocr_pages: dict[int, str] | None = None) -> tuple[str, list[Word]]:
+    """The extracted text of a PDF (as ``qa.read`` builds it) and the box of each of its words.
+
+    ``ocr_pages`` holds the text that OCR read on scanned pages (page number to its text,
+    from the index), which pdfminer finds no text on: the offsets of later pages count it."""
+    ocr_pages = ocr_pages or {}
     parts: list[str] = []
     words: list[Word] = []
     offset = 0
@@ -109,6 +117,12 @@ def pdf_layout(path: str | Path) -> tuple[str, list[Word]]:
             cx0, cy0 = min(c[0] for c in corners), min(c[1] for c in corners)
             cx1, cy1 = max(c[0] for c in corners), max(c[1] for c in corners)
             width, height = (cx1 - cx0) or 1.0, (cy1 - cy0) or 1.0
+            if not boxes and ocr_pages.get(number):
+                if parts:
+                    parts.append("\n\n")
+                    offset += 2
+                parts.append(ocr_pages[number])
+                offset += len(ocr_pages[number])
             for element, text in boxes:
                 if parts:
                     parts.append("\n\n")
@@ -153,6 +167,18 @@ def render_page(path: str | Path, page: int, *, scale: float = 2.0):
         pdf.close()
 
 
+def render_image(path: str | Path, page: int, *, scale: float = 2.0):
+    """Frame ``page`` of an image file as OCR read it (upright), at most as large as a PDF page at ``scale``."""
+    from qa.ocr import open_image
+
+    image = open_image(path, page)
+    # A 300 dpi scan is about 3500 pixels high; an A4 PDF page at ``scale`` is 842 * scale.
+    factor = min(1.0, scale * 842 / max(image.size))
+    if factor < 1.0:
+        image = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))))
+    return image
+
+
 def mark(image, boxes, *, pad: int = 1):
     """``image`` with the ``boxes`` (page fractions) marked; also the pixel rectangles drawn."""
     from PIL import Image, ImageDraw
@@ -185,9 +211,11 @@ def original_range(snapshot, doc: str, page: int | None, start: int, end: int, *
     The file must be the one indexed (same SHA-256): boxes from another
     version of it would mark the wrong words."""
     from qa.manifest import sha256_file
+    from qa.read import FORMATS
 
-    if page is None or not doc.lower().endswith(".pdf"):
-        raise PageViewError(f"{doc} is not a PDF: there is no original page to show")
+    fmt = FORMATS.get(Path(doc).suffix.lower())
+    if page is None or fmt not in ("pdf", "image"):
+        raise PageViewError(f"{doc} is neither a PDF nor an image: there is no original page to show")
     known = snapshot.source_of(doc)
     if known is None or not known[0]:
         raise PageViewError(f"the index does not know where the file of {doc} is")
@@ -197,7 +225,17 @@ def original_range(snapshot, doc: str, page: int | None, start: int, end: int, *
         raise PageViewError(f"the original of {doc} is gone ({file}); index it again to view its pages")
     if sha256_file(file) != sha:
         raise PageViewError(f"{file} has changed since it was indexed; index it again to view its pages")
-    text, words = pdf_layout(file)
-    if text != snapshot.document_text(doc):
+    read = snapshot.ocr_words(doc)
+    on_page = [w for w in read if w.page == page]
+    if fmt == "image" or on_page:  # read by OCR: the index kept the boxes of the words it read
+        image = render_image(file, page, scale=scale) if fmt == "image" else render_page(file, page, scale=scale)
+        return mark(image, regions(on_page, page, start, end))
+    stored = snapshot.document_text(doc)
+    ocr_pages: dict[int, tuple[int, int]] = {}
+    for w in read:
+        first, last = ocr_pages.get(w.page, (w.start, w.end))
+        ocr_pages[w.page] = (min(first, w.start), max(last, w.end))
+    text, words = pdf_layout(file, {p: stored[a:b] for p, (a, b) in ocr_pages.items()})
+    if text != stored:
         raise PageViewError(f"{file} reads differently now than when indexed; index it again to view its pages")
     return mark(render_page(file, page, scale=scale), regions(words, page, start, end))

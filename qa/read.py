@@ -2,8 +2,8 @@
 
 For plain-text formats (.txt, .md) the extracted text is the decoded file
 itself, so a citation's ``[start, end)`` can be checked with any editor. For
-PDF, DOCX and HTML it is the parsed blocks joined by blank lines; the catalog
-keeps it, and ``qa show`` prints it.
+PDF, DOCX, HTML and images (OCR) it is the parsed blocks joined by blank
+lines; the catalog keeps it, and ``qa show`` prints it.
 
 Rich formats are parsed in a child process with a time limit, so a parser that
 hangs or crashes on a hostile file costs that file only.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -23,7 +24,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_pdf
+from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_image, parse_pdf
+from qa.ocr import OcrWord
+
+logger = logging.getLogger(__name__)
 
 FORMATS = {
     ".txt": "text",
@@ -33,6 +37,12 @@ FORMATS = {
     ".docx": "docx",
     ".html": "html",
     ".htm": "html",
+    # read by OCR (qa.ocr), a page a frame
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
 }
 SUPPORTED_SUFFIXES = tuple(FORMATS)
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -58,6 +68,7 @@ class ExtractedText:
     encoding: str | None = None
     pages: tuple[int, ...] = ()  # start offset of each page, for paged formats
     headings: tuple[Heading, ...] = ()
+    ocr_words: tuple[OcrWord, ...] = ()  # the words read by OCR, in text order, with their boxes
 
     def page_at(self, offset: int) -> int | None:
         """1-based page holding ``offset``, or None for formats without pages."""
@@ -164,6 +175,7 @@ def _join(parsed: Parsed, fmt: str) -> ExtractedText:
     parts: list[str] = []
     pages: list[int] = []
     headings: list[Heading] = []
+    words: list[OcrWord] = []
     offset = 0
     for blocks in parsed.pages:
         pages.append(offset)
@@ -174,6 +186,7 @@ def _join(parsed: Parsed, fmt: str) -> ExtractedText:
             if block.heading_level:
                 headings.append(Heading(offset, offset + len(block.text), block.heading_level, block.text))
             parts.append(block.text)
+            words.extend(word.shifted(offset) for word in block.words)
             offset += len(block.text)
     pages = [min(p, offset) for p in pages]
     return ExtractedText(
@@ -181,6 +194,7 @@ def _join(parsed: Parsed, fmt: str) -> ExtractedText:
         format=fmt,
         pages=tuple(pages) if parsed.paged else (),
         headings=tuple(headings),
+        ocr_words=tuple(words),
     )
 
 
@@ -189,6 +203,8 @@ def _parse_rich(path: Path, fmt: str, data: bytes) -> dict:
         parsed = parse_pdf(path)
     elif fmt == "docx":
         parsed = parse_docx(path)
+    elif fmt == "image":
+        parsed = parse_image(path)
     else:
         text, _ = decode_text(data)
         parsed = parse_html(text)
@@ -197,6 +213,8 @@ def _parse_rich(path: Path, fmt: str, data: bytes) -> dict:
         "text": extracted.text,
         "pages": list(extracted.pages),
         "headings": [[h.start, h.end, h.level, h.title] for h in extracted.headings],
+        "ocr_words": [list(vars(w).values()) for w in extracted.ocr_words],
+        "notes": parsed.notes,
     }
 
 
@@ -222,7 +240,9 @@ def _in_child(path: Path, fmt: str, data: bytes, timeout: float) -> ExtractedTex
     sender.close()
     try:
         if not receiver.poll(timeout):
-            raise ReadError(f"parsing took longer than the {timeout:g} s limit")
+            hint = " (scanned pages are read by OCR, a second or two a page: raise --timeout)" if fmt in (
+                "pdf", "image") else ""
+            raise ReadError(f"parsing took longer than the {timeout:g} s limit{hint}")
         payload = json.loads(receiver.recv_bytes().decode("utf-8"))
     except EOFError:
         raise ReadError(f"the {fmt.upper()} parser crashed") from None
@@ -234,11 +254,14 @@ def _in_child(path: Path, fmt: str, data: bytes, timeout: float) -> ExtractedTex
     if "error" in payload:
         raise ReadError(payload["error"])
     ok = payload["ok"]
+    for note in ok["notes"]:  # said here, not in the child: its stderr may not be the caller's
+        logger.warning("%s: %s", path, note)
     return ExtractedText(
         text=ok["text"],
         format=fmt,
         pages=tuple(ok["pages"]),
         headings=tuple(Heading(*h) for h in ok["headings"]),
+        ocr_words=tuple(OcrWord(*w) for w in ok["ocr_words"]),
     )
 
 

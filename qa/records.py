@@ -55,6 +55,11 @@ class Passage:
     section: str | None = None
     seq: int = 0
     also: tuple[str, ...] = ()
+    ocr_confidence: float | None = None  # read by OCR: its words' mean confidence (0-1); None otherwise
+
+    @property
+    def ocr(self) -> bool:
+        return self.ocr_confidence is not None
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class Hit:
             "confidence": round(self.confidence, 4),
             "citation": self.citation,
             "also_in": list(p.also),
+            # The words were recognised in an image, not read from text: check them against the original.
+            "ocr": p.ocr,
+            "ocr_confidence": p.ocr_confidence,
         }
 
 

@@ -39,6 +39,17 @@ a.qa-open:hover { text-decoration: underline; }
 .qa-docs td, .qa-docs th { border-bottom: 1px solid #d0d7de; padding: .2em .5em; text-align: left; }
 .qa-hidden { display: none !important; }
 a.qa-link, a.qa-copy { color: #0969da; font-size: .8em; margin-left: .6em; cursor: pointer; }
+.qa-ocr { font-size: .75em; border-radius: 1em; padding: .05em .6em; margin-left: .6em; color: #8250df;
+          border: 1px dashed #8250df; cursor: help; }
+/* The text view and the original page side by side; stacked where the panel is narrow. */
+.qa-source-pair { display: flex; flex-wrap: wrap; gap: .8em; align-items: flex-start; }
+.qa-source-pair > .qa-source { flex: 1 1 12em; min-width: 0; }
+.qa-source-pair > .qa-page-view, .qa-source-pair > .qa-page-note { flex: 1.3 1 14em; min-width: 0; margin: 0; }
+.qa-page-view img { max-width: 100%; max-height: 70vh; border: 1px solid #d0d7de; border-radius: 4px; cursor: zoom-in; }
+/* Clicked, the page takes the panel's whole width, under the text, to be read. */
+.qa-source-pair > .qa-page-view.qa-zoomed { flex-basis: 100%; }
+.qa-page-view.qa-zoomed img { max-height: none; width: 100%; cursor: zoom-out; }
+.qa-page-view figcaption { color: #57606a; font-size: .85em; margin-bottom: .3em; }
 .qa-verdict-head { font-weight: 600; margin: .3em 0; }
 .qa-verdict-exact .qa-verdict-head, .qa-verdict-near-exact .qa-verdict-head { color: #1a7f37; }
 .qa-verdict-similar .qa-verdict-head { color: #8a5a00; }
@@ -69,6 +80,20 @@ def _chance(confidence: float) -> str:
         f"confidence {confidence:.2f}: of the benchmark passages shown with this figure, about "
         f"{round(confidence * 10)} in 10 answered their question"
     )
+
+
+def ocr_badge(result: dict) -> str:
+    """The flag on OCR'd words: recognised in an image, not read from text, so to be checked against it."""
+    if not result.get("ocr"):
+        return ""
+    confidence = result.get("ocr_confidence")
+    figure = f" {confidence:.2f}" if confidence is not None else ""
+    title = (
+        "Read by OCR: Tesseract recognised these words in a scanned image, they were not read from text"
+        + (f"; the mean confidence of its words is {confidence:.2f} (0 to 1)" if confidence is not None else "")
+        + ". Check them against the original page."
+    )
+    return f'<span class="qa-ocr" title="{_e(title)}">OCR{figure}</span>'
 
 
 def source_key(doc: str, start: int, end: int) -> str:
@@ -109,6 +134,7 @@ def card(result: dict) -> str:
         f'<a class="qa-link" href="{link}" target="_blank" rel="noopener">link</a>'
         f'<a class="qa-copy" href="{link}" title="Copy the link to this passage">copy link</a>'
         f'<span class="qa-cue qa-cue-{level}" title="{_e(_chance(result["confidence"]))}">{label}</span>'
+        f'{ocr_badge(result)}'
         f'<span class="qa-meta">{meta}</span>'
         f'<div class="qa-text">{_marked(text, lo, hi)}</div></div>'
     )
@@ -141,7 +167,7 @@ def render_source(
     page_note: str | None = None,
 ) -> str:
     """The document's extracted text with ``[start, end)`` marked (``id="qa-cited"``); beside it, for a
-    PDF, the original page with the same characters marked (``page_png``), or why it cannot be shown."""
+    PDF or an image, the original page with the same characters marked (``page_png``), or why it cannot be shown."""
     lo, hi = 0, len(text)
     if len(text) > SOURCE_WINDOW:
         lo = max(0, start - SOURCE_WINDOW // 2)
@@ -150,10 +176,11 @@ def render_source(
     before = f"[… {lo:,} characters before …]\n\n" if lo else ""
     after = f"\n\n[… {len(text) - hi:,} characters after …]" if hi < len(text) else ""
     body = _marked(text[lo:hi], start - lo, end - lo, mark_attrs=' id="qa-cited" class="qa-cited"')
+    view = f'<div class="qa-source">{_e(before)}{body}{_e(after)}</div>'
+    page = _page_view(page_png, page_note)
     return (
         f'<div class="qa-source-head" data-doc="{_e(doc)}">{head}{_e(doc)} [{start}, {end})</div>'
-        f'<div class="qa-source">{_e(before)}{body}{_e(after)}</div>'
-        + _page_view(page_png, page_note)
+        + (f'<div class="qa-source-pair">{view}{page}</div>' if page else view)
     )
 
 
@@ -163,9 +190,10 @@ def _page_view(page_png: bytes | None, note: str | None) -> str:
 
         data = base64.b64encode(page_png).decode("ascii")
         return (
-            '<figure class="qa-page-view"><figcaption>The original page, the cited passage marked</figcaption>'
+            '<figure class="qa-page-view"><figcaption>The original page, the cited passage marked '
+            '(click to enlarge)</figcaption>'
             f'<img id="qa-page-image" alt="original page with the cited passage marked" '
-            f'src="data:image/png;base64,{data}" style="max-width:100%"></figure>'
+            f'src="data:image/png;base64,{data}"></figure>'
         )
     return f'<div class="qa-page-note" id="qa-page-note">{_e(note)}</div>' if note else ""
 

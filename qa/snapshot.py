@@ -18,6 +18,7 @@ from qa.manifest import (
     read_manifest,
     sha256_file,
 )
+from qa.ocr import OcrWord
 from qa.records import Document, Passage
 
 # A heading's words count, but less than the passage's own: a section title is
@@ -116,26 +117,38 @@ class Snapshot:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def ocr_words(self, path: str, page: int | None = None) -> list[OcrWord]:
+        """The words of the document at ``path`` that OCR read (on ``page``), in text order, with their boxes."""
+        doc_id = self._doc_id(path)
+        if doc_id is None:
+            return []
+        sql = "SELECT page, line, start, end, confidence, x0, y0, x1, y1 FROM ocr_words WHERE doc_id = ?"
+        params: list = [doc_id]
+        if page is not None:
+            sql += " AND page = ?"
+            params.append(page)
+        return [OcrWord(*row) for row in self._query(sql + " ORDER BY start", params)]
+
     # -- passages ----------------------------------------------------------------
 
     # A document stored under several paths is named by the first; ``also`` lists the rest.
     _PASSAGE_SQL = (
         "SELECT p.id, (SELECT group_concat(path, char(31)) FROM "
         "(SELECT path FROM paths WHERE doc_id = p.doc_id ORDER BY path)), "
-        "p.seq, p.paragraph, p.window, p.windows, p.start, p.end, p.text, p.page, p.section "
+        "p.seq, p.paragraph, p.window, p.windows, p.start, p.end, p.text, p.page, p.section, p.ocr_confidence "
         "FROM passages p "
     )
 
     @staticmethod
     def _passage(row: tuple, doc: str | None = None) -> Passage:
-        pid, paths, seq, paragraph, window, windows, start, end, text, page, section = row
+        pid, paths, seq, paragraph, window, windows, start, end, text, page, section, ocr = row
         names = (paths or "").split("\x1f")
         if doc is not None and doc in names:
             names.remove(doc)
             names.insert(0, doc)
         return Passage(
             id=pid, doc=names[0], paragraph=paragraph, window=window, windows=windows, start=start, end=end,
-            text=text, page=page, section=section, seq=seq, also=tuple(names[1:]),
+            text=text, page=page, section=section, seq=seq, also=tuple(names[1:]), ocr_confidence=ocr,
         )
 
     def _query_in(self, sql: str, values: Iterable, cast=int) -> Iterator[tuple]:

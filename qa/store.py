@@ -41,6 +41,7 @@ from qa.manifest import (  # noqa: F401  (re-exported: the store's public names)
     read_manifest,
     sha256_file,
 )
+from qa.ocr import OcrWord, mean_confidence
 from qa.records import PassageSpan
 from qa.snapshot import Snapshot, open_snapshot  # noqa: F401
 
@@ -76,7 +77,8 @@ CREATE TABLE passages (
     end INTEGER NOT NULL,
     page INTEGER,
     section TEXT,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    ocr_confidence REAL  -- mean confidence (0-1) of its words read by OCR; NULL when none was
 );
 CREATE INDEX passages_doc ON passages(doc_id, seq, window);
 CREATE TABLE sentences (
@@ -91,6 +93,19 @@ CREATE TABLE passage_tokens (
     sentences BLOB NOT NULL,
     vectors BLOB NOT NULL
 );
+CREATE TABLE ocr_words (
+    doc_id INTEGER NOT NULL REFERENCES documents(id),
+    page INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    x0 REAL NOT NULL,
+    y0 REAL NOT NULL,
+    x1 REAL NOT NULL,
+    y1 REAL NOT NULL
+);
+CREATE INDEX ocr_words_doc ON ocr_words(doc_id, page, start);
 CREATE VIRTUAL TABLE passages_fts USING fts5(
     section, text, content='passages', content_rowid='id',
     tokenize='porter unicode61 remove_diacritics 2'
@@ -300,6 +315,7 @@ class Writer:
             "DELETE FROM passage_tokens WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,)
         )
         self._db.execute("DELETE FROM passages WHERE doc_id = ?", (doc_id,))
+        self._db.execute("DELETE FROM ocr_words WHERE doc_id = ?", (doc_id,))
         self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
         self.passage_vectors.remove([p[0] for p in passages])
         self.sentence_vectors.remove(sentence_ids)
@@ -332,12 +348,15 @@ class Writer:
         token_vectors: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
         size: int | None = None,
         mtime_ns: int | None = None,
+        ocr_words: Sequence[OcrWord] = (),
     ) -> None:
         """Store a document (replacing what ``path`` held) with its vectors.
 
         ``sentence_vectors`` has one row per sentence of every passage, in order.
         ``token_vectors``, if given, holds for each passage the sentence number
         (uint16) and vector of each of its tokens kept for late interaction (``qa.late``).
+        ``ocr_words``, the words of its text read by OCR (in text order), are kept
+        with their boxes for the page view; each passage keeps their mean confidence.
         """
         self.remove_document(path)
         cur = self._db.execute(
@@ -346,17 +365,24 @@ class Writer:
         )
         doc_id = cur.lastrowid
         self._put_path(path, doc_id, source, size, mtime_ns)
+        self._db.executemany(
+            "INSERT INTO ocr_words(doc_id, page, line, start, end, confidence, x0, y0, x1, y1) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(doc_id, w.page, w.line, w.start, w.end, w.confidence, w.x0, w.y0, w.x1, w.y1) for w in ocr_words],
+        )
+        ends = [w.end for w in ocr_words]
         passage_ids: list[int] = []
         sentence_ids: list[int] = []
         tokens = token_vectors if token_vectors is not None else [None] * len(passages)
         for stored, passage_tokens in zip(passages, tokens, strict=True):
             span = stored.span
             body = text[span.start : span.end]
+            ocr = mean_confidence(ocr_words, span.start, span.end, ends) if ocr_words else None
             cur = self._db.execute(
-                "INSERT INTO passages(doc_id, seq, paragraph, window, windows, start, end, page, section, text) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO passages(doc_id, seq, paragraph, window, windows, start, end, page, section, text, "
+                "ocr_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc_id, span.paragraph, stored.paragraph, span.window, span.windows, span.start, span.end,
-                 stored.page, stored.section, body),
+                 stored.page, stored.section, body, ocr),
             )
             passage_id = cur.lastrowid
             passage_ids.append(passage_id)

@@ -58,6 +58,8 @@ JS = """
       box.value = url; document.body.appendChild(box); box.select(); document.execCommand('copy'); box.remove(); done();
       return;
     }
+    const pageImage = event.target.closest('#qa-page-image');
+    if (pageImage) { pageImage.closest('.qa-page-view').classList.toggle('qa-zoomed'); return; }
     const link = event.target.closest('a.qa-open');
     // A plain click opens the source beside the chat; ctrl/middle click opens the link in a new tab.
     if (!link || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
@@ -155,7 +157,7 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
 
                 citation = format_citation(cited[0])
             page_png = page_note = None
-            if cited and cited[0].page is not None and doc.lower().endswith(".pdf"):
+            if cited and cited[0].page is not None and FORMATS.get(Path(doc).suffix.lower()) in ("pdf", "image"):
                 from qa.pageview import PageViewError, original_range
 
                 try:

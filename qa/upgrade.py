@@ -18,6 +18,7 @@ from pathlib import Path
 
 from qa.ingest import EMBED_GROUP, IndexReport, Pending, embed_and_store
 from qa.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
+from qa.ocr import OcrWord
 from qa.read import ExtractedText
 from qa.records import PassageSpan, Span
 from qa.store import StoredPassage, Writer
@@ -32,6 +33,7 @@ def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
         catalog = _old_catalog(folder)
         db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
         try:
+            has_ocr = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ocr_words'").fetchone()
             pending, aliases = [], []
             for doc_id, sha, fmt, encoding, text in db.execute(
                 "SELECT id, sha256, format, encoding, text FROM documents ORDER BY id"
@@ -43,7 +45,8 @@ def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
                     continue
                 (path, source, size, mtime_ns), *others = paths
                 passages = _passages(db, doc_id)
-                pending.append(Pending(path, source, sha, size, mtime_ns, ExtractedText(text, fmt, encoding), passages))
+                extracted = ExtractedText(text, fmt, encoding, ocr_words=_ocr_words(db, doc_id, has_ocr))
+                pending.append(Pending(path, source, sha, size, mtime_ns, extracted, passages))
                 aliases += [(p, sha, s, z, m) for p, s, z, m in others]
                 report.updated += [p[0] for p in paths]
                 if sum(len(d.passages) for d in pending) >= EMBED_GROUP:
@@ -73,6 +76,17 @@ def _old_catalog(folder: Path) -> Path:
     if catalog.parent != folder or not catalog.is_file() or sha256_file(catalog) != expected:
         raise IndexCorrupt(f"index file {catalog} is missing or fails its checksum; {REBUILD}")
     return catalog
+
+
+def _ocr_words(db: sqlite3.Connection, doc_id: int, has_ocr) -> tuple[OcrWord, ...]:
+    """The words OCR read, kept from a format that has them (5 on): OCR is not run again."""
+    if not has_ocr:
+        return ()
+    rows = db.execute(
+        "SELECT page, line, start, end, confidence, x0, y0, x1, y1 FROM ocr_words WHERE doc_id = ? ORDER BY start",
+        (doc_id,),
+    )
+    return tuple(OcrWord(*row) for row in rows)
 
 
 def _passages(db: sqlite3.Connection, doc_id: int) -> list[StoredPassage]:

@@ -30,6 +30,7 @@ ALDAN_SENTENCE = '"President Aldan says he has brought peace to Morvan. There is
 RESULT_KEYS = {
     "rank", "score", "doc", "paragraph", "page", "start", "end", "text",
     "highlight", "highlight_start", "highlight_end", "similarity", "confidence", "citation", "section", "also_in",
+    "ocr", "ocr_confidence",
 }
 
 
@@ -230,6 +231,7 @@ def test_ask_api_returns_a_batch_line(server_url, seed_qa):
     assert len(out["results"]) == 3
     for rank, r in enumerate(out["results"], start=1):
         assert set(r) == RESULT_KEYS and r["rank"] == rank
+        assert r["ocr"] is False and r["ocr_confidence"] is None  # the seeds are text
     top = out["results"][0]
     assert (Path(top["doc"]).name, top["paragraph"], top["citation"]) == (MORVAN, 5, f"{MORVAN} ¶5")
     assert top["highlight"] == ALDAN_SENTENCE

@@ -1,5 +1,6 @@
-"""An index written by the previous version (format 2, no token vectors) is brought up to
-date from the texts it stores, with the same citations; a damaged one is left as it was."""
+"""An index written by an earlier version (format 2, no token vectors; format 4, no OCR words)
+is brought up to date from the texts it stores, with the same citations; a damaged one is
+left as it was."""
 
 from __future__ import annotations
 
@@ -21,28 +22,32 @@ SEEDS = Path(__file__).resolve().parent / "articles"
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 
 
-def _as_format_2(folder: Path) -> None:
-    """Make a current index look as the previous version wrote it: no token vectors, format 2."""
+def _as_format(folder: Path, version: int) -> None:
+    """Make a current index look as an earlier version wrote it: format 4 had no OCR words
+    (nor a passage's OCR confidence), format 2 no token vectors either."""
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     catalog = folder / manifest["files"]["catalog"]
     db = sqlite3.connect(catalog)
-    db.execute("DROP TABLE passage_tokens")
+    db.execute("DROP TABLE ocr_words")
+    db.execute("ALTER TABLE passages DROP COLUMN ocr_confidence")
+    if version < 3:
+        db.execute("DROP TABLE passage_tokens")
     db.commit()
     db.execute("VACUUM")
     db.close()
-    manifest["format"] = 2
+    manifest["format"] = version
     manifest["checksums"]["catalog"] = sha256_file(catalog)
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
-@pytest.fixture
-def old_index(tmp_path, real_embedder) -> Path:
+@pytest.fixture(params=[2, 4], ids=["format-2", "format-4"])
+def old_index(request, tmp_path, real_embedder) -> Path:
     docs = tmp_path / "docs"
     shutil.copytree(SEEDS, docs)
     shutil.copy(docs / KESTREL, docs / "copy of kestrel.txt")  # one content under two paths
     folder = tmp_path / "index"
     QA(folder, embedder=real_embedder).index([docs])
-    _as_format_2(folder)
+    _as_format(folder, request.param)
     return folder
 
 
@@ -61,7 +66,8 @@ def _citations(qa: QA) -> dict[str, list[tuple]]:
 def test_an_outdated_index_says_how_to_bring_it_up_to_date(old_index, real_embedder):
     qa = QA(old_index, embedder=real_embedder)
     assert qa.outdated() and qa.exists()
-    with pytest.raises(IndexOutdated, match=r"earlier version \(index format 2, this one reads 4\).*qa index PATH"):
+    found = read_manifest_raw(old_index)["format"]
+    with pytest.raises(IndexOutdated, match=rf"earlier version \(index format {found}, this one reads {FORMAT_VERSION}\).*qa index PATH"):
         qa.ask("How much will the barrier cost?")
 
 
