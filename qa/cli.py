@@ -97,7 +97,7 @@ def index(
     """
     qa = _open(index, model)
     try:
-        if qa.outdated():  # written by an earlier version: its stored texts are embedded again first
+        if qa.outdated():  # written by an earlier version: brought up to date first
             upgraded = qa.upgrade()
             click.echo(
                 f"{qa.index_dir}: brought up to date, {len(upgraded.updated)} documents and "

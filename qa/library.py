@@ -254,7 +254,7 @@ class QA:
         return False
 
     def upgrade(self) -> IndexReport:
-        """Rewrite an outdated index in the current format from its stored texts (embedding them again)."""
+        """Rewrite an outdated index in the current format from what it stores (``qa.upgrade``)."""
         from qa.upgrade import upgrade
 
         report = upgrade(self.index_dir, self._lazy_model_info(), lambda: self.embedder)

@@ -85,7 +85,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
             raise IndexOutdated(
                 f"{folder} was built by an earlier version (index format {found}, this one reads "
                 f"{FORMAT_VERSION}); bring it up to date with: qa index PATH --index {folder} "
-                "(its stored texts are embedded again once)"
+                "(once, from what it stores)"
             )
         raise IndexCorrupt(
             f"{folder} holds index format {found!r}, this version reads {FORMAT_VERSION}; {REBUILD}"

@@ -29,8 +29,13 @@ _BM25 = "bm25(passages_fts, 0.5, 1.0)"
 class Snapshot:
     """One committed generation, opened read-only. Safe to share between threads."""
 
-    def __init__(self, folder: str | os.PathLike, *, verify: bool = True) -> None:
+    def __init__(self, folder: str | os.PathLike, *, verify: bool = True, manifest: dict | None = None) -> None:
+        """``manifest`` opens the generation it names, as read from the folder: an outdated
+        one being migrated (``qa.store.MIGRATIONS``); otherwise the live manifest is read and checked."""
         self.folder = Path(folder)
+        if manifest is not None:
+            self._open(manifest, verify)
+            return
         # A writer may commit (and delete the files just read about) while this
         # opens; then the manifest has changed and the newer generation is opened.
         for attempt in range(5):

@@ -93,6 +93,12 @@ CREATE TABLE passage_tokens (
     sentences BLOB NOT NULL,
     vectors BLOB NOT NULL
 );
+CREATE VIRTUAL TABLE passages_fts USING fts5(
+    section, text, content='passages', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
+_OCR_WORDS = """
 CREATE TABLE ocr_words (
     doc_id INTEGER NOT NULL REFERENCES documents(id),
     page INTEGER NOT NULL,
@@ -106,11 +112,14 @@ CREATE TABLE ocr_words (
     y1 REAL NOT NULL
 );
 CREATE INDEX ocr_words_doc ON ocr_words(doc_id, page, start);
-CREATE VIRTUAL TABLE passages_fts USING fts5(
-    section, text, content='passages', content_rowid='id',
-    tokenize='porter unicode61 remove_diacritics 2'
-);
 """
+_SCHEMA += _OCR_WORDS
+
+# Earlier formats that the current one only adds to, and the SQL that adds it: nothing
+# stored changes meaning, so such an index is brought up to date on a copy of its
+# catalog, its vectors kept, with no embedding (``qa.upgrade``). Format 4 read no
+# scans, so its passages have no OCR confidence and its documents no OCR words.
+MIGRATIONS = {4: "ALTER TABLE passages ADD COLUMN ocr_confidence REAL;" + _OCR_WORDS}
 
 
 @dataclass(frozen=True)
@@ -148,14 +157,22 @@ class Writer:
     """
 
     def __init__(
-        self, folder: str | os.PathLike, model: ModelInfo, *, settings: dict | None = None, fresh: bool = False
+        self,
+        folder: str | os.PathLike,
+        model: ModelInfo,
+        *,
+        settings: dict | None = None,
+        fresh: bool = False,
+        migrate: bool = False,
     ) -> None:
         """``fresh`` starts the next generation empty, whatever the live one holds
-        (an index of an older format, being rebuilt: ``qa.upgrade``)."""
+        (an index of an older format, being rebuilt: ``qa.upgrade``); ``migrate``
+        starts it from a live one of a format in ``MIGRATIONS``, brought up to date."""
         self.folder = Path(folder)
         self.model = model
         self.settings = settings or {}
         self.fresh = fresh
+        self.migrate = migrate
         self._lock_handle = None
         self._thread_lock: threading.Lock | None = None
         self._db: sqlite3.Connection | None = None
@@ -207,9 +224,12 @@ class Writer:
         except IndexMissing:
             manifest = None
         except IndexOutdated:
-            if not self.fresh:
-                raise
             manifest = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
+            if not (self.fresh or (self.migrate and manifest.get("format") in MIGRATIONS)):
+                raise
+            migration = None if self.fresh else MIGRATIONS[manifest["format"]]
+        else:
+            migration = None
         self._remove_stray_files(manifest)
         generation = (manifest["generation"] if manifest else 0) + 1
         self.generation = generation
@@ -223,11 +243,13 @@ class Writer:
             check_model(manifest, self.model, self.folder)
             self._old_files = [self.folder / name for name in manifest["files"].values()]
         if manifest and not self.fresh:
-            old = Snapshot(self.folder, verify=True)
+            old = Snapshot(self.folder, verify=True, manifest=manifest if migration else None)
             try:
                 self._db = sqlite3.connect(self._new_files["catalog"])
                 with old._lock:
                     old._db.backup(self._db)
+                if migration:
+                    self._db.executescript(migration)
                 self.passage_vectors = old.passage_vectors
                 self.sentence_vectors = old.sentence_vectors
             finally:

@@ -6,7 +6,9 @@ so nothing has to be read or split again: the passages are embedded again
 (with what the current format keeps, such as the token vectors of
 ``qa.late``) and written as the next generation, which replaces the old one
 in one commit like any other. Citations stay the same: same texts, same
-ranges, same paragraph numbers.
+ranges, same paragraph numbers. A format that the current one only adds to
+(``qa.store.MIGRATIONS``: format 4, before OCR) needs no embedding at all: its
+catalog is copied, the new tables and columns added, its vectors kept.
 """
 
 from __future__ import annotations
@@ -21,14 +23,26 @@ from qa.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
 from qa.ocr import OcrWord
 from qa.read import ExtractedText
 from qa.records import PassageSpan, Span
-from qa.store import StoredPassage, Writer
+from qa.store import MIGRATIONS, StoredPassage, Writer
 
 logger = logging.getLogger(__name__)
 
 def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
-    """Rewrite the index at ``folder`` in the current format; its documents in ``report.updated``."""
+    """Rewrite the index at ``folder`` in the current format; its documents in ``report.updated``.
+
+    A format the current one only adds to (``qa.store.MIGRATIONS``) is migrated on a copy
+    of its catalog with its vectors kept: nothing is embedded (``passages_embedded`` 0).
+    """
     folder = Path(folder)
     report = IndexReport()
+    found = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("format")
+    if found in MIGRATIONS:
+        _old_catalog(folder)  # a damaged catalog is refused before anything is written
+        with Writer(folder, model, migrate=True) as writer:
+            report.updated = sorted(writer.path_states())
+        logger.info("brought %s up to date from format %s: %d documents, nothing embedded", folder, found,
+                    len(report.updated))
+        return report
     with Writer(folder, model, fresh=True) as writer:
         catalog = _old_catalog(folder)
         db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True)
