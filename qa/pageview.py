@@ -184,7 +184,7 @@ def original_range(snapshot, doc: str, page: int | None, start: int, end: int, *
 
     The file must be the one indexed (same SHA-256): boxes from another
     version of it would mark the wrong words."""
-    from qa.manifest import sha256_file
+    from qa.storage.manifest import sha256_file
 
     if page is None or not doc.lower().endswith(".pdf"):
         raise PageViewError(f"{doc} is not a PDF: there is no original page to show")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,19 @@ class Passage:
     also: tuple[str, ...] = ()
 
 
+def format_citation(passage: Passage) -> str:
+    """How a passage is cited: "report.txt ¶4", "report.pdf, p. 3, ¶2" (``qa.cite`` reads it back)."""
+    name = PurePosixPath(passage.doc).name
+    where = [name]
+    if passage.section:
+        where.append(f"§ {passage.section}")
+    if passage.page is not None:
+        where.append(f"p. {passage.page}")
+    chars = f", chars {passage.start}-{passage.end}" if passage.windows > 1 else ""
+    # "report.txt ¶4", but "report.pdf, p. 3, ¶2" once there is more than a name.
+    return f"{', '.join(where)}{',' if len(where) > 1 else ''} ¶{passage.paragraph}{chars}"
+
+
 @dataclass(frozen=True)
 class Hit:
     """One ranked passage for a question."""
@@ -72,8 +86,6 @@ class Hit:
 
     @property
     def citation(self) -> str:
-        from qa.cite import format_citation
-
         return format_citation(self.passage)
 
     def to_json(self) -> dict:

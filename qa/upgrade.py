@@ -1,6 +1,6 @@
 """Bring an index written by an earlier version up to date, from what it stores.
 
-The catalog of an older format (``qa.manifest.UPGRADABLE``) holds every
+The catalog of an older format (``qa.storage.UPGRADABLE``) holds every
 document's extracted text, its paths and each passage's and sentence's range,
 so nothing has to be read or split again: the passages are embedded again
 (with what the current format keeps, such as the token vectors of
@@ -17,10 +17,10 @@ import sqlite3
 from pathlib import Path
 
 from qa.ingest import EMBED_GROUP, IndexReport, Pending, embed_and_store
-from qa.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
+from qa.storage.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
 from qa.read import ExtractedText
 from qa.records import PassageSpan, Span
-from qa.store import StoredPassage, Writer
+from qa.storage import StoredPassage, Writer
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from embeddings import VectorIndex
-from qa.manifest import (
+from qa.storage.manifest import (
     FILE_NAMES,
     REBUILD,
     IndexCorrupt,
