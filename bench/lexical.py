@@ -17,7 +17,7 @@ tokenizer; tantivy's ``en_stem``, also a Porter stemmer) and are asked what
 ``qa.search`` asks: the 100 best passages of a question (``top 100``), and the
 bm25 of 100 chosen passages (``given 100``: the dense candidates the lexical
 side did not bring, here the ids ranked 101-200 by the same engine). FTS5 is
-measured as ``qa.snapshot.Snapshot.lexical`` runs it (every match's score in
+measured as ``qa.storage.Snapshot.lexical`` runs it (every match's score in
 one query) and as ``ORDER BY bm25 LIMIT 100``; tantivy with a term-set filter
 for the given ids. ``agree@10`` is the share of FTS5's ten best that tantivy
 also ranks in its ten best: the two bm25s differ in detail (FTS5 adds the

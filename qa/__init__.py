@@ -4,7 +4,7 @@ from qa.cite import CitationError
 from qa.library import QA
 from qa.records import Answer, Document, Hit, Passage
 from qa.search import QueryError
-from qa.store import IndexCorrupt, IndexLocked, IndexMissing, ModelMismatch, StoreError
+from qa.storage import IndexCorrupt, IndexLocked, IndexMissing, ModelMismatch, StoreError
 
 __all__ = [
     "QA",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterable
 
-from qa.records import Passage
-from qa.store import Snapshot
+from qa.records import Passage, format_citation
+from qa.storage import Reader
 
 _CITATION = re.compile(
     r"""^\s*(?P<doc>.+?)\s*
@@ -40,18 +40,6 @@ class Citation:
     end: int | None = None
 
 
-def format_citation(passage: Passage) -> str:
-    name = PurePosixPath(passage.doc).name
-    where = [name]
-    if passage.section:
-        where.append(f"§ {passage.section}")
-    if passage.page is not None:
-        where.append(f"p. {passage.page}")
-    chars = f", chars {passage.start}-{passage.end}" if passage.windows > 1 else ""
-    # "report.txt ¶4", but "report.pdf, p. 3, ¶2" once there is more than a name.
-    return f"{', '.join(where)}{',' if len(where) > 1 else ''} ¶{passage.paragraph}{chars}"
-
-
 def parse_citation(text: str) -> Citation:
     match = _CITATION.match(text)
     if not match:
@@ -74,7 +62,7 @@ def match_document(paths: Iterable[str], ref: str) -> list[str]:
     return [p for p in paths if p.endswith("/" + ref)]
 
 
-def resolve_document(snapshot: Snapshot, ref: str) -> str:
+def resolve_document(snapshot: Reader, ref: str) -> str:
     """The stored path meant by ``ref``: the exact path, or a unique file name or path suffix."""
     matches = match_document((d.path for d in snapshot.documents()), ref)
     if len(matches) == 1:
@@ -134,7 +122,7 @@ class Shown:
         }
 
 
-def _paragraph(snapshot: Snapshot, doc: str, seq: int, text: str) -> Paragraph | None:
+def _paragraph(snapshot: Reader, doc: str, seq: int, text: str) -> Paragraph | None:
     windows = snapshot.passages_of(doc, seq=seq)
     if not windows:
         return None
@@ -142,7 +130,7 @@ def _paragraph(snapshot: Snapshot, doc: str, seq: int, text: str) -> Paragraph |
     return Paragraph(doc, first.paragraph, start, end, text[start:end], first.page, first.section)
 
 
-def find_cited(snapshot: Snapshot, citation: str) -> tuple[str, list[Passage], Citation]:
+def find_cited(snapshot: Reader, citation: str) -> tuple[str, list[Passage], Citation]:
     """The stored path and the windows of the paragraph a citation names."""
     parsed = parse_citation(citation)
     doc = resolve_document(snapshot, parsed.doc)
@@ -165,7 +153,7 @@ def _mean_ocr(windows: list[Passage]) -> float | None:
     return round(sum(read) / len(read), 4) if read else None
 
 
-def show(snapshot: Snapshot, citation: str, *, context: int = 1) -> Shown:
+def show(snapshot: Reader, citation: str, *, context: int = 1) -> Shown:
     """Find the cited passage and ``context`` paragraphs on each side."""
     doc, windows, parsed = find_cited(snapshot, citation)
     text = snapshot.document_text(doc) or ""

@@ -23,7 +23,7 @@ from qa.pageview import PageViewError
 from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.search import RETRIEVERS, QueryError
-from qa.store import StoreError
+from qa.storage import StoreError
 
 _USER_ERRORS = (StoreError, CitationError, QueryError, PageViewError)
 

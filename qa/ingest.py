@@ -29,7 +29,7 @@ from qa.read import (
 )
 from qa.records import PassageSpan, Span
 from qa.split import split_passages
-from qa.store import PathState, StoredPassage, Writer
+from qa.storage import PathState, StoredPassage, Writer
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from qa.records import Answer, Document
 from qa.followup import contextualize
 from qa.late import question_tokens
 from qa.search import QueryError, search
-from qa.store import (
+from qa.storage import (
     MANIFEST,
     IndexOutdated,
     ModelInfo,

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from bisect import bisect_left
-from dataclasses import dataclass
 from statistics import median
 
 from qa.config import tesseract_command
+from qa.records import OcrWord
 
 LANGUAGE = "eng"
 PDF_DPI = 300
@@ -39,25 +38,6 @@ INSTALL = "apt-get install tesseract-ocr tesseract-ocr-eng"
 
 class OcrUnavailable(Exception):
     """Tesseract (or its English data) is missing; the message says how to install it."""
-
-
-@dataclass(frozen=True)
-class OcrWord:
-    """A recognised word: its range in the extracted text, its box on the page, Tesseract's confidence."""
-
-    page: int  # 1-based
-    line: int  # numbered over the page, so boxes merge per line (``qa.pageview.regions``)
-    start: int
-    end: int
-    confidence: float  # 0-100, as Tesseract gives it
-    x0: float  # fractions of the page, y down
-    y0: float
-    x1: float
-    y1: float
-
-    def shifted(self, by: int) -> "OcrWord":
-        return OcrWord(self.page, self.line, self.start + by, self.end + by, self.confidence,
-                       self.x0, self.y0, self.x1, self.y1)
 
 
 def check_available() -> str:
@@ -177,14 +157,3 @@ def image_pages(path) -> int:
         return getattr(image, "n_frames", 1)
 
 
-def mean_confidence(words: list[OcrWord], start: int, end: int, ends: list[int] | None = None) -> float | None:
-    """The mean confidence (0-1) of the words overlapping ``[start, end)``; None when none was recognised.
-
-    ``words`` are in text order; ``ends``, their ``end`` offsets, spares rebuilding that list per passage."""
-    ends = ends if ends is not None else [w.end for w in words]
-    picked = []
-    for w in words[bisect_left(ends, start + 1):]:
-        if w.start >= end:
-            break
-        picked.append(w.confidence)
-    return round(sum(picked) / len(picked) / 100, 4) if picked else None

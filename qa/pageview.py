@@ -210,8 +210,8 @@ def original_range(snapshot, doc: str, page: int | None, start: int, end: int, *
 
     The file must be the one indexed (same SHA-256): boxes from another
     version of it would mark the wrong words."""
-    from qa.manifest import sha256_file
     from qa.read import FORMATS
+    from qa.storage.manifest import sha256_file
 
     fmt = FORMATS.get(Path(doc).suffix.lower())
     if page is None or fmt not in ("pdf", "image"):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from qa.formats import FormatError, Parsed, parse_docx, parse_html, parse_image, parse_pdf
-from qa.ocr import OcrWord
+from qa.records import OcrWord
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,19 @@ class Passage:
         return self.ocr_confidence is not None
 
 
+def format_citation(passage: Passage) -> str:
+    """How a passage is cited: "report.txt ¶4", "report.pdf, p. 3, ¶2" (``qa.cite`` reads it back)."""
+    name = PurePosixPath(passage.doc).name
+    where = [name]
+    if passage.section:
+        where.append(f"§ {passage.section}")
+    if passage.page is not None:
+        where.append(f"p. {passage.page}")
+    chars = f", chars {passage.start}-{passage.end}" if passage.windows > 1 else ""
+    # "report.txt ¶4", but "report.pdf, p. 3, ¶2" once there is more than a name.
+    return f"{', '.join(where)}{',' if len(where) > 1 else ''} ¶{passage.paragraph}{chars}"
+
+
 @dataclass(frozen=True)
 class Hit:
     """One ranked passage for a question."""
@@ -77,8 +92,6 @@ class Hit:
 
     @property
     def citation(self) -> str:
-        from qa.cite import format_citation
-
         return format_citation(self.passage)
 
     def to_json(self) -> dict:
@@ -128,3 +141,35 @@ class Answer:
         if self.searched is not None:
             out["searched_for"] = self.searched
         return out
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """A recognised word: its range in the extracted text, its box on the page, Tesseract's confidence."""
+
+    page: int  # 1-based
+    line: int  # numbered over the page, so boxes merge per line (``qa.pageview.regions``)
+    start: int
+    end: int
+    confidence: float  # 0-100, as Tesseract gives it
+    x0: float  # fractions of the page, y down
+    y0: float
+    x1: float
+    y1: float
+
+    def shifted(self, by: int) -> "OcrWord":
+        return OcrWord(self.page, self.line, self.start + by, self.end + by, self.confidence,
+                       self.x0, self.y0, self.x1, self.y1)
+
+
+def mean_confidence(words: list[OcrWord], start: int, end: int, ends: list[int] | None = None) -> float | None:
+    """The mean confidence (0-1) of the words overlapping ``[start, end)``; None when none was recognised.
+
+    ``words`` are in text order; ``ends``, their ``end`` offsets, spares rebuilding that list per passage."""
+    ends = ends if ends is not None else [w.end for w in words]
+    picked = []
+    for w in words[bisect_left(ends, start + 1):]:
+        if w.start >= end:
+            break
+        picked.append(w.confidence)
+    return round(sum(picked) / len(picked) / 100, 4) if picked else None

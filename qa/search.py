@@ -41,7 +41,7 @@ from qa import late as late_interaction
 from qa.confidence import confidence as calibrated, threshold
 from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
-from qa.store import Snapshot
+from qa.storage import Reader
 
 RETRIEVERS = ("hybrid", "fused", "lexical", "dense")
 
@@ -87,7 +87,7 @@ def _best(scores: dict[int, float], k: int) -> list[int]:
 
 
 def _candidates(
-    snapshot: Snapshot, query_vector: np.ndarray, match: str | None, pool: int, docs: Sequence[str] | None = None
+    snapshot: Reader, query_vector: np.ndarray, match: str | None, pool: int, docs: Sequence[str] | None = None
 ) -> list[_Candidate]:
     allowed_docs = allowed_passages = allowed_sentences = None
     if docs is not None:
@@ -150,7 +150,7 @@ class Signals:
 
 
 def gather_signals(
-    snapshot: Snapshot,
+    snapshot: Reader,
     query_vector: np.ndarray,
     question: str,
     *,
@@ -199,7 +199,7 @@ def gather_signals(
     return Signals(candidates, passages, terms, values, late)
 
 
-def _document_signals(snapshot: Snapshot, query_vector: np.ndarray, candidates, values: dict) -> None:
+def _document_signals(snapshot: Reader, query_vector: np.ndarray, candidates, values: dict) -> None:
     """``lead``, the cosine of each candidate's document's first passage (its title or lead),
     and ``doc_lexical``, the best bm25 among the candidates of its document."""
     leads = snapshot.lead_passages(c.passage_id for c in candidates)
@@ -329,7 +329,7 @@ def _one_window_per_paragraph(order, candidates, passages) -> list[int]:
 
 
 def search(
-    snapshot: Snapshot,
+    snapshot: Reader,
     query_vector: np.ndarray,
     question: str,
     *,

@@ -235,7 +235,7 @@ def build_app(qa: QA, *, read_only: bool = False) -> gr.Blocks:
         """Check a quote against a citation: the same JSON object as `qa verify --json`."""
         from qa.cite import CitationError
         from qa.search import QueryError
-        from qa.store import StoreError
+        from qa.storage import StoreError
 
         try:
             return qa.verify(quote, citation).to_json()

@@ -1,13 +1,13 @@
 """Bring an index written by an earlier version up to date, from what it stores.
 
-The catalog of an older format (``qa.manifest.UPGRADABLE``) holds every
+The catalog of an older format (``qa.storage.UPGRADABLE``) holds every
 document's extracted text, its paths and each passage's and sentence's range,
 so nothing has to be read or split again: the passages are embedded again
 (with what the current format keeps, such as the token vectors of
 ``qa.late``) and written as the next generation, which replaces the old one
 in one commit like any other. Citations stay the same: same texts, same
 ranges, same paragraph numbers. A format that the current one only adds to
-(``qa.store.MIGRATIONS``: format 4, before OCR) needs no embedding at all: its
+(``qa.storage.MIGRATIONS``: format 4, before OCR) needs no embedding at all: its
 catalog is copied, the new tables and columns added, its vectors kept.
 """
 
@@ -19,18 +19,17 @@ import sqlite3
 from pathlib import Path
 
 from qa.ingest import EMBED_GROUP, IndexReport, Pending, embed_and_store
-from qa.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
-from qa.ocr import OcrWord
 from qa.read import ExtractedText
-from qa.records import PassageSpan, Span
-from qa.store import MIGRATIONS, StoredPassage, Writer
+from qa.records import OcrWord, PassageSpan, Span
+from qa.storage import MIGRATIONS, StoredPassage, Writer
+from qa.storage.manifest import MANIFEST, REBUILD, IndexCorrupt, ModelInfo, sha256_file
 
 logger = logging.getLogger(__name__)
 
 def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
     """Rewrite the index at ``folder`` in the current format; its documents in ``report.updated``.
 
-    A format the current one only adds to (``qa.store.MIGRATIONS``) is migrated on a copy
+    A format the current one only adds to (``qa.storage.MIGRATIONS``) is migrated on a copy
     of its catalog with its vectors kept: nothing is embedded (``passages_embedded`` 0).
     """
     folder = Path(folder)

@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 from qa.cite import format_citation, show
 from qa.records import Answer, Passage
 from qa.search import QueryError
-from qa.store import Snapshot
+from qa.storage import Reader
 
 STATUSES = ("exact", "near-exact", "similar", "not-found")
 
@@ -242,7 +242,7 @@ def best_window(text: str, quote: str) -> tuple[float, int, int]:
 class _DocumentPassages:
     """A document's passages, to name the paragraph (and window) that holds a range."""
 
-    def __init__(self, snapshot: Snapshot, doc: str) -> None:
+    def __init__(self, snapshot: Reader, doc: str) -> None:
         self.passages = snapshot.passages_of(doc)
         self.starts = [p.start for p in self.passages]
 
@@ -272,7 +272,7 @@ def _location(
     return Location(doc, paragraph, start, end, text[start:end], match, score, citation, page)
 
 
-def _elsewhere(snapshot: Snapshot, quote: str, cited: Passage, limit: int) -> list[Location]:
+def _elsewhere(snapshot: Reader, quote: str, cited: Passage, limit: int) -> list[Location]:
     """Verbatim occurrences in any document (the cited one first), else normalised ones."""
     # One content stored under several paths is searched once, under the path cited if it is one.
     by_content: dict[str, str] = {}
@@ -341,7 +341,7 @@ def _closest(
 
 
 def verify(
-    snapshot: Snapshot,
+    snapshot: Reader,
     quote: str,
     citation: str,
     *,

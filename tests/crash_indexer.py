@@ -44,8 +44,8 @@ import faiss  # noqa: E402
 
 import qa.ingest  # noqa: E402
 import qa.read  # noqa: E402
-import qa.snapshot  # noqa: E402
-import qa.store  # noqa: E402
+import qa.storage.snapshot  # noqa: E402
+import qa.storage.writer  # noqa: E402
 from embeddings import VectorIndex  # noqa: E402
 from fakes import FakeEmbedder  # noqa: E402
 from qa import QA  # noqa: E402
@@ -143,16 +143,16 @@ def install_hooks() -> None:
     sqlite3.connect = connect
     qa.ingest.extract_text = wrap("extract", qa.ingest.extract_text)
     FakeEmbedder.encode = wrap("encode", FakeEmbedder.encode)
-    qa.store.Writer.add_document = wrap("add_document", qa.store.Writer.add_document)
-    qa.store.Writer.remove_document = wrap("remove_document", qa.store.Writer.remove_document)
+    qa.storage.writer.Writer.add_document = wrap("add_document", qa.storage.writer.Writer.add_document)
+    qa.storage.writer.Writer.remove_document = wrap("remove_document", qa.storage.writer.Writer.remove_document)
     os.fsync = wrap("fsync", os.fsync)
     VectorIndex.save = wrap("vector_save", VectorIndex.save)
     faiss.write_index = wrap("write_index", faiss.write_index, torn=torn_write_index)
-    qa.store.sha256_file = wrap("sha256", qa.store.sha256_file)
-    qa.snapshot.sha256_file = wrap("sha256", qa.snapshot.sha256_file)
+    qa.storage.writer.sha256_file = wrap("sha256", qa.storage.writer.sha256_file)
+    qa.storage.snapshot.sha256_file = wrap("sha256", qa.storage.snapshot.sha256_file)
     json.dump = wrap("json_dump", json.dump, torn=torn_json_dump)
     os.replace = wrap("os_replace", os.replace)
-    qa.store.fsync_dir = wrap("fsync_dir", qa.store.fsync_dir)
+    qa.storage.writer.fsync_dir = wrap("fsync_dir", qa.storage.writer.fsync_dir)
     pathlib.Path.unlink = wrap("unlink", pathlib.Path.unlink)
 
     import multiprocessing.context

@@ -19,7 +19,7 @@ from embeddings.tokens import TokenVectors, pack, unpack
 from qa import QA
 from qa.late import NO_SENTENCE, late_scores, passage_tokens, question_tokens
 from qa.lexical import STOP_WORDS
-from qa.store import read_manifest, sha256_file
+from qa.storage import read_manifest, sha256_file
 
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 

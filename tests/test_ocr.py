@@ -21,7 +21,7 @@ from PIL import Image
 
 from qa import QA
 from qa.cli import cli
-from qa.ocr import OcrWord, mean_confidence
+from qa.records import OcrWord, mean_confidence
 from qa.pageview import pdf_layout, render_image, render_page
 from qa.read import read_document
 from scans import FONT, SIZE, draw_page, save_pdf

@@ -46,8 +46,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import corpus as gen
-import qa.snapshot as snapshot_module
-import qa.store as store
+import qa.storage.snapshot as snapshot_module
+import qa.storage.writer as store
 from conftest import CORPUS, ARTICLES_DIR
 from embeddings import VectorIndex
 from fakes import FakeEmbedder, fake_token_offsets
@@ -58,7 +58,7 @@ from qa.lexical import fts_query
 from qa.read import ExtractedText, Heading
 from qa.records import Span
 from qa.split import split_passages
-from qa.store import open_snapshot
+from qa.storage import open_snapshot
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

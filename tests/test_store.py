@@ -14,7 +14,7 @@ import pytest
 from conftest import CORPUS
 from fakes import FakeEmbedder
 from qa import QA, CitationError, IndexCorrupt, IndexLocked, IndexMissing, ModelMismatch, QueryError
-from qa.store import ModelInfo, Writer, open_snapshot
+from qa.storage import ModelInfo, Writer, open_snapshot
 
 FAKE = ModelInfo("fake-hash", 64, 32)
 NAMES = sorted(f"docs/{name}" for name in CORPUS)

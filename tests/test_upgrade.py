@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from qa import QA
 from qa.cli import cli
-from qa.store import FORMAT_VERSION, IndexCorrupt, IndexOutdated, read_manifest, sha256_file
+from qa.storage import FORMAT_VERSION, IndexCorrupt, IndexOutdated, read_manifest, sha256_file
 
 pytestmark = pytest.mark.model
 

@@ -1,4 +1,4 @@
-"""The index folder: a manifest, an SQLite catalog with FTS5, and FAISS vector files.
+"""Writing an index folder: the next generation built beside the live one, committed by replacing the manifest.
 
 Each commit is a generation: the writer builds ``catalog-N.sqlite``,
 ``passages-N.faiss`` and ``sentences-N.faiss`` beside the live files, flushes
@@ -25,25 +25,21 @@ import numpy as np
 
 from embeddings import VectorIndex
 from embeddings.tokens import pack as pack_tokens
-from qa.manifest import (  # noqa: F401  (re-exported: the store's public names)
+from qa.records import OcrWord, PassageSpan, mean_confidence
+from qa.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST,
-    REBUILD,
-    IndexCorrupt,
     IndexLocked,
     IndexMissing,
     IndexOutdated,
     ModelInfo,
-    ModelMismatch,
     StoreError,
     check_model,
     fsync_dir,
     read_manifest,
     sha256_file,
 )
-from qa.ocr import OcrWord, mean_confidence
-from qa.records import PassageSpan
-from qa.snapshot import Snapshot, open_snapshot  # noqa: F401
+from qa.storage.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from embeddings import VectorIndex
-from qa.manifest import (
+from qa.storage.manifest import (
     FILE_NAMES,
     REBUILD,
     IndexCorrupt,
@@ -18,8 +18,7 @@ from qa.manifest import (
     read_manifest,
     sha256_file,
 )
-from qa.ocr import OcrWord
-from qa.records import Document, Passage
+from qa.records import Document, OcrWord, Passage
 
 # A heading's words count, but less than the passage's own: a section title is
 # shared by every passage under it, so it says less about which one answers.
@@ -31,7 +30,7 @@ class Snapshot:
 
     def __init__(self, folder: str | os.PathLike, *, verify: bool = True, manifest: dict | None = None) -> None:
         """``manifest`` opens the generation it names, as read from the folder: an outdated
-        one being migrated (``qa.store.MIGRATIONS``); otherwise the live manifest is read and checked."""
+        one being migrated (``qa.storage.MIGRATIONS``); otherwise the live manifest is read and checked."""
         self.folder = Path(folder)
         if manifest is not None:
             self._open(manifest, verify)
