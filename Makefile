@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The tests also cover `qa index --ray`, which needs the optional Ray extra; `make run` does not.
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $@
+
 run: $(VENV)/.installed
 	$(PY) app.py
 
@@ -30,7 +35,7 @@ chromium:
 		echo "installing Debian's chromium and fonts-dejavu-core for the browser and PDF tests"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
 
-test: $(VENV)/.installed chromium
+test: $(VENV)/.ray-installed chromium
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
