@@ -58,7 +58,7 @@ ENV_CRASH_ONCE = "QA_RAY_CRASH_ONCE"
 # Settings of the model that the workers must share with the driver's environment.
 FORWARDED = ("QA_BACKEND", "QA_PRECISION", "ONEDNN_MAX_CPU_ISA", ENV_CRASH_ONCE)
 # Files a batch: small enough that a retried batch costs little, large enough to fill the model's batches.
-FILES_PER_BATCH = 16
+FILES_PER_BATCH = 64
 
 
 class ClusterError(Exception):

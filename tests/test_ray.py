@@ -32,6 +32,9 @@ RAY_BIN = Path(sys.executable).with_name("ray")
 # Set before Ray is imported, as the driver does for a loopback head: else Ray swaps
 # 127.0.0.1 for this machine's address, where the loopback head does not listen.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# The test cluster has no token; a token left in ~/.ray by some local ray.init() would
+# otherwise turn token authentication on for the cluster and not for the driver.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def _free_port() -> int:
@@ -62,7 +65,7 @@ def ray_cluster():
     # A short path: Ray's socket names must fit in 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")
     port = _free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     started = subprocess.run(
         [str(RAY_BIN), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
          "--num-gpus=0", "--disable-usage-stats", "--include-dashboard=false", f"--temp-dir={temp_dir}"],
