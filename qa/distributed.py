@@ -4,9 +4,9 @@ The driver decides everything a local run decides before the model is needed:
 which files are unchanged (size and time, then content hash), which content is
 already stored or is already being sent under another path (an alias, never
 embedded twice), which files are unreadable. Only the files left are sent, as
-rows of names and paths; each actor loads the model once and turns a batch of
-files into documents with their vectors (``qa.ingest``'s own reading,
-splitting and ``embed``). The driver ``store``s each result into its one
+rows of names and paths; each actor (``qa.workers.EmbedFiles``) loads the
+model once and turns a batch of files into documents with their vectors
+(``qa.ingest``'s own reading, splitting and ``embed``). The driver ``store``s each result into its one
 ``Writer`` as it arrives and commits once, as locally: a driver killed at any
 moment leaves the previous generation, and a worker killed mid-batch is
 restarted by Ray and its batch run again (Ray Data's actor pool retries actor
@@ -20,41 +20,20 @@ than dropping it. Ray is imported only here, and only when a run asks for it.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
-
-from qa.ingest import (
-    NO_PASSAGES,
-    IndexReport,
-    Pending,
-    Skipped,
-    Vectors,
-    _existing_files,
-    _progress_bar,
-    _vanished,
-    embed,
-    look,
-    split_document,
-    store,
-    unreadable,
-)
-from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT, ExtractedText, Heading, ReadError, extract_text, read_bytes
-from qa.records import PassageSpan, Span
-from qa.store import StoredPassage, Writer
+from qa.ingest import IndexReport, Skipped, _existing_files, _progress_bar, _vanished, look, store, unreadable
+from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT, ReadError
+from qa.store import Writer
+from qa.workers import ENV_CRASH_ONCE, EmbedFiles, Job, vectors_from_bytes, doc_from_json
 
 logger = logging.getLogger(__name__)
 
 ENV_ADDRESS = "QA_RAY_ADDRESS"
-# For the fault tests: the first worker to start a batch while this file does not exist creates it and dies.
-ENV_CRASH_ONCE = "QA_RAY_CRASH_ONCE"
 # Settings of the model that the workers must share with the driver's environment.
 FORWARDED = ("QA_BACKEND", "QA_PRECISION", "ONEDNN_MAX_CPU_ISA", ENV_CRASH_ONCE)
 # Files a batch: small enough that a retried batch costs little, large enough to fill the model's batches.
@@ -63,168 +42,6 @@ FILES_PER_BATCH = 64
 
 class ClusterError(Exception):
     """The cluster cannot do the job (unreachable, a worker without the model or the files); one line."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """A file sent to the cluster."""
-
-    name: str
-    file: str  # as given, for messages
-    source: str  # absolute path, read by the worker
-    sha256: str
-    size: int
-    mtime_ns: int
-
-
-# -- the worker side ------------------------------------------------------------------
-
-
-class EmbedFiles:
-    """A Ray Data actor: loads the model once, then reads, splits and embeds batches of files."""
-
-    def __init__(self, model: str, dimension: int, max_tokens: int, max_bytes: int, timeout: float) -> None:
-        self.max_bytes, self.timeout = max_bytes, timeout
-        self.error = None
-        node = socket.gethostname()
-        try:
-            self.embedder = _load_model(model)
-        except Exception as exc:  # ModelError, or anything a broken install raises
-            self.error = f"a worker on {node} cannot load the model {model!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            return
-        if (self.embedder.dimension, self.embedder.max_tokens) != (dimension, max_tokens):
-            self.error = (
-                f"the model {model!r} on {node} gives {self.embedder.dimension} dimensions and "
-                f"{self.embedder.max_tokens} tokens, the index {dimension} and {max_tokens}"
-            )
-
-    def __call__(self, batch: dict) -> dict:
-        _crash_once()
-        out: dict[str, list] = {"name": [], "status": [], "message": [], "doc": [], "arrays": []}
-
-        def put(name, status, message="", doc="", arrays=b""):
-            for key, value in zip(out, (name, status, message, doc, arrays)):
-                out[key].append(value)
-
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        if self.error:
-            for row in rows:
-                put(str(row["name"]), "fatal", self.error)
-            return out
-        pending = []
-        for row in rows:
-            name, source = str(row["name"]), str(row["source"])
-            if not os.path.exists(source):
-                put(name, "fatal", f"a worker on {socket.gethostname()} cannot see {source}: every node must read the files at the same path")
-                continue
-            try:
-                data = read_bytes(source, max_bytes=self.max_bytes)
-                if _sha256(data) != row["sha256"]:
-                    put(name, "changed", "the file changed while it was being indexed; index it again")
-                    continue
-                extracted = extract_text(source, data, timeout=self.timeout)
-            except ReadError as exc:
-                put(name, "unreadable", str(exc))
-                continue
-            passages = split_document(extracted, self.embedder)
-            if not passages:
-                put(name, "empty", NO_PASSAGES)
-                continue
-            pending.append(Pending(name, source, str(row["sha256"]), int(row["size"]), int(row["mtime_ns"]), extracted, passages))
-        if pending:
-            vectors = embed(pending, self.embedder)
-            p_at = s_at = 0
-            for doc in pending:
-                n = len(doc.passages)
-                m = sum(len(p.span.sentences) for p in doc.passages)
-                tokens = vectors.tokens[p_at : p_at + n] if vectors.tokens is not None else None
-                piece = Vectors(vectors.passages[p_at : p_at + n], vectors.sentences[s_at : s_at + m], tokens)
-                put(doc.path, "ok", "", _doc_json(doc), _arrays_bytes(piece))
-                p_at, s_at = p_at + n, s_at + m
-        return out
-
-
-def _load_model(model: str):
-    """The model on this worker: on its GPU when Ray gave the actor one, else as ``load_embedder`` runs it here."""
-    import ray
-
-    if ray.get_gpu_ids():
-        from embeddings.model import SentenceTransformerEmbedder
-
-        return SentenceTransformerEmbedder(model, device="cuda")
-    from embeddings import load_embedder
-
-    return load_embedder(model)
-
-
-def _crash_once() -> None:
-    marker = os.environ.get(ENV_CRASH_ONCE)
-    if not marker:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os._exit(1)  # as a node lost or a worker killed by the OOM killer: no clean-up, no reply
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-# -- what travels back: JSON for the document, arrays in .npz (no pickle) ------------------
-
-
-def _doc_json(doc: Pending) -> str:
-    x = doc.extracted
-    return json.dumps({
-        "text": x.text, "format": x.format, "encoding": x.encoding, "pages": list(x.pages),
-        "headings": [[h.start, h.end, h.level, h.title] for h in x.headings],
-        "passages": [
-            [p.paragraph, p.page, p.section,
-             [p.span.paragraph, p.span.window, p.span.windows, p.span.start, p.span.end,
-              [[s.start, s.end] for s in p.span.sentences]]]
-            for p in doc.passages
-        ],
-    }, ensure_ascii=False)
-
-
-def _doc_from_json(job: Job, text: str) -> Pending:
-    d = json.loads(text)
-    extracted = ExtractedText(d["text"], d["format"], d["encoding"], tuple(d["pages"]), tuple(Heading(*h) for h in d["headings"]))
-    passages = [
-        StoredPassage(PassageSpan(a, b, c, s, e, tuple(Span(*x) for x in sentences)), paragraph, page, section)
-        for paragraph, page, section, (a, b, c, s, e, sentences) in d["passages"]
-    ]
-    return Pending(job.name, job.source, job.sha256, job.size, job.mtime_ns, extracted, passages)
-
-
-def _arrays_bytes(vectors: Vectors) -> bytes:
-    arrays = {"passages": vectors.passages, "sentences": vectors.sentences}
-    if vectors.tokens is not None:
-        arrays["token_counts"] = np.array([len(n) for n, _ in vectors.tokens], dtype=np.int64)
-        arrays["token_numbers"] = np.concatenate([n for n, _ in vectors.tokens]) if vectors.tokens else np.zeros(0, np.uint16)
-        dim = vectors.passages.shape[1]
-        arrays["token_vectors"] = np.concatenate([v for _, v in vectors.tokens]) if vectors.tokens else np.zeros((0, dim), np.float32)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _arrays_from_bytes(blob: bytes) -> Vectors:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        tokens = None
-        if "token_counts" in z:
-            ends = np.cumsum(z["token_counts"])
-            starts = ends - z["token_counts"]
-            numbers, rows = z["token_numbers"], z["token_vectors"]
-            tokens = [(numbers[a:b], rows[a:b]) for a, b in zip(starts, ends)]
-        return Vectors(z["passages"], z["sentences"], tokens)
-
-
-# -- the driver side ------------------------------------------------------------------
 
 
 def index_on_ray(
@@ -277,8 +94,9 @@ def index_on_ray(
                 sent[sha] = name
                 jobs[name] = job
         outcome: dict[str, tuple[str, str]] = {}
-        if jobs:
-            for name, status, message, doc, arrays in _run(list(jobs.values()), writer, address, workers, max_bytes, timeout):
+        results = _run(list(jobs.values()), writer, address, workers, max_bytes, timeout) if jobs else (r for r in ())
+        try:
+            for name, status, message, doc, arrays in results:
                 if name in outcome:  # a batch run again after its worker died: its first result stands
                     continue
                 if status == "fatal":
@@ -286,8 +104,8 @@ def index_on_ray(
                 job, previous = jobs[name], stored.get(name)
                 outcome[name] = (status, message)
                 if status == "ok":
-                    vectors = _arrays_from_bytes(arrays)
-                    store([_doc_from_json(job, doc)], vectors, writer)
+                    vectors = vectors_from_bytes(arrays)
+                    store([doc_from_json(job, doc)], vectors, writer)
                     report.passages_embedded += len(vectors.passages)
                     report.sentences_embedded += len(vectors.sentences)
                     (report.updated if previous else report.added).append(name)
@@ -296,9 +114,11 @@ def index_on_ray(
                 else:  # empty, or changed since the driver read it: the earlier version stays
                     report.skipped.append(Skipped(job.file, message))
                 bar.update(1)
-            missing = sorted(set(jobs) - set(outcome))
-            if missing:
-                raise ClusterError(f"the cluster returned no result for {len(missing)} files ({missing[0]}, ...); nothing was committed")
+        finally:
+            results.close()  # leaves the cluster now, not when the generator is collected
+        missing = sorted(set(jobs) - set(outcome))
+        if missing:
+            raise ClusterError(f"the cluster returned no result for {len(missing)} files ({missing[0]}, ...); nothing was committed")
         for job, previous in waiting:
             if writer.has_content(job.sha256):
                 _alias(job, previous, writer, report)
@@ -306,6 +126,10 @@ def index_on_ray(
                 status, message = outcome[sent[job.sha256]]
                 if status == "unreadable":
                     unreadable(job.file, job.name, stored.get(job.name), ReadError(message), writer, report)
+                elif status == "changed":
+                    report.skipped.append(Skipped(
+                        job.file, f"same content as {sent[job.sha256]}, which changed while it was being indexed; index again"
+                    ))
                 else:
                     report.skipped.append(Skipped(job.file, message))
             bar.update(1)

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -309,7 +308,7 @@ def test_an_unreachable_cluster_is_one_line_and_nothing_is_written(tmp_path, cle
 
 def test_documents_and_vectors_travel_back_whole(fake_embedder, tmp_path):
     """What a worker sends (JSON and .npz, no pickle) is the document and vectors it embedded."""
-    from qa.distributed import Job, _arrays_bytes, _arrays_from_bytes, _doc_from_json, _doc_json
+    from qa.workers import Job, doc_from_json, doc_to_json, vectors_from_bytes, vectors_to_bytes
     from qa.ingest import Pending, embed, split_document
     from qa.read import read_document
 
@@ -319,9 +318,9 @@ def test_documents_and_vectors_travel_back_whole(fake_embedder, tmp_path):
     doc = Pending("guide.md", str(path), "ab" * 32, 10, 20, extracted, split_document(extracted, fake_embedder))
     assert any(p.span.windows > 1 for p in doc.passages) and any(p.section for p in doc.passages)
     vectors = embed([doc], fake_embedder)
-    back = _doc_from_json(Job("guide.md", str(path), str(path), "ab" * 32, 10, 20), _doc_json(doc))
+    back = doc_from_json(Job("guide.md", str(path), str(path), "ab" * 32, 10, 20), doc_to_json(doc))
     assert back == doc
-    again = _arrays_from_bytes(_arrays_bytes(vectors))
+    again = vectors_from_bytes(vectors_to_bytes(vectors))
     assert np.array_equal(again.passages, vectors.passages) and np.array_equal(again.sentences, vectors.sentences)
     assert (again.tokens is None) == (vectors.tokens is None)
     for (n1, v1), (n2, v2) in zip(again.tokens or [], vectors.tokens or []):
