@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ARTICLES_DIR, SEEDS_DIR
+from corpus import HTML, make_docx, make_pdf
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -92,7 +93,7 @@ def ray_cluster():
 
 
 def _docs(root: Path) -> Path:
-    """Seeds and articles, a Markdown file with headings, one duplicate, one empty and one headings-only file."""
+    """Seeds and articles, Markdown with headings, a PDF, a DOCX, an HTML page, a duplicate, an empty file and a headings-only one."""
     shutil.copytree(SEEDS_DIR, root / "seeds")
     shutil.copytree(ARTICLES_DIR, root / "articles")
     (root / "notes").mkdir()
@@ -104,6 +105,10 @@ def _docs(root: Path) -> Path:
     shutil.copyfile(root / "notes" / "guide.md", root / "notes" / "guide-copy.md")
     (root / "notes" / "empty.txt").write_text("", encoding="utf-8")
     (root / "notes" / "titles.md").write_text("# Only a heading\n", encoding="utf-8")
+    # PDF and DOCX are parsed in a child process forked from the worker, as locally.
+    make_pdf(root / "notes" / "report.pdf")
+    make_docx(root / "notes" / "manual.docx")
+    (root / "notes" / "bees.html").write_text(HTML, encoding="utf-8")
     return root
 
 
@@ -181,9 +186,9 @@ def test_ray_run_commits_what_a_local_run_commits(ray_cluster, real_embedder, tm
     first_local = local.index([docs])
     first_ray = remote.index([docs], ray=ray_cluster, progress=True)
     bar = capsys.readouterr().err
-    assert "indexing" in bar and "8/8" in bar and "file/s" in bar  # files done, rate, time left
+    assert "indexing" in bar and "11/11" in bar and "file/s" in bar  # files done, rate, time left
     assert _report(first_ray) == _report(first_local)
-    assert len(first_ray.added) == 6 and len(first_ray.skipped) == 2
+    assert len(first_ray.added) == 9 and len(first_ray.skipped) == 2
     # Every file went to the cluster but the second of the two with one content (guide-copy.md
     # comes first in file order): it is stored as another name of the content the first brought.
     every = sorted(f"docs/{p.relative_to(docs).as_posix()}" for p in docs.rglob("*") if p.is_file())
@@ -200,6 +205,7 @@ def test_ray_run_commits_what_a_local_run_commits(ray_cluster, real_embedder, tm
     second_local, second_ray = local.index([docs]), remote.index([docs], ray=ray_cluster)
     # The changed and the new file, and the two skipped last time, tried again as a local run tries them.
     assert sent == [["docs/notes/empty.txt", "docs/notes/new.txt", "docs/notes/titles.md", "docs/seeds/000_1e317d521278b0dc.txt"]]
+    assert any(k[0] == "docs/notes/report.pdf" and k[3] == 2 for k in _contents(tmp_path / "ray"))  # pages kept
     assert _report(second_ray) == _report(second_local)
     assert second_ray.updated == ["docs/seeds/000_1e317d521278b0dc.txt"] and second_ray.added == ["docs/notes/new.txt"]
     assert second_ray.removed == ["docs/articles/001_morvan_exile_government.txt"]
@@ -209,7 +215,7 @@ def test_ray_run_commits_what_a_local_run_commits(ray_cluster, real_embedder, tm
     (docs / "notes" / "titles.md").unlink()
     sent.clear()  # nothing changed: nothing sent, Ray not even reached
     third = remote.index([docs], ray=ray_cluster)
-    assert sent == [] and third.passages_embedded == 0 and len(third.unchanged) == 6
+    assert sent == [] and third.passages_embedded == 0 and len(third.unchanged) == 9
 
 
 @pytest.mark.ray
