@@ -103,6 +103,8 @@ def index(
         qa index seeds/ notes.md --index ./my-index
         qa index /shared/archive --ray 10.0.0.5:6379
     """
+    if workers and not ray_address:
+        raise click.UsageError("--workers goes with --ray")
     qa = _open(index, model)
     try:
         if qa.outdated():  # written by an earlier version: its stored texts are embedded again first

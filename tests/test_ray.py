@@ -26,6 +26,8 @@ from click.testing import CliRunner
 from conftest import ARTICLES_DIR, SEEDS_DIR
 from corpus import HTML, make_docx, make_pdf
 
+pytestmark = pytest.mark.ray
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RAY_BIN = Path(sys.executable).with_name("ray")
@@ -146,8 +148,9 @@ def _contents(index: Path) -> dict:
 
 def _tolerance(embedder) -> float:
     # The same model in the same precision on the same CPU; int8 activations are
-    # quantised per batch, so a passage embedded in another batch may move by a rounding step.
-    return 1e-5 if embedder.precision == "fp32" else 2e-2
+    # quantised per batch, so a passage embedded in another batch moves by a rounding
+    # step (at most 0.0011 a component on the seeds and articles where this was measured).
+    return 1e-5 if embedder.precision == "fp32" else 5e-3
 
 
 def _assert_same(local: dict, remote: dict, atol: float) -> None:
@@ -167,7 +170,6 @@ def _report(report) -> dict:
     return out
 
 
-@pytest.mark.ray
 @pytest.mark.model
 def test_ray_run_commits_what_a_local_run_commits(ray_cluster, real_embedder, tmp_path, monkeypatch, capsys):
     """Same report, passages, citations, sentences and vectors; then one file changed,
@@ -218,7 +220,6 @@ def test_ray_run_commits_what_a_local_run_commits(ray_cluster, real_embedder, tm
     assert sent == [] and third.passages_embedded == 0 and len(third.unchanged) == 9
 
 
-@pytest.mark.ray
 @pytest.mark.model
 def test_a_worker_killed_mid_job_is_retried_and_the_commit_is_whole(ray_cluster, real_embedder, tmp_path, monkeypatch):
     import qa.distributed as distributed
@@ -240,7 +241,6 @@ def test_a_worker_killed_mid_job_is_retried_and_the_commit_is_whole(ray_cluster,
     _assert_same(_contents(tmp_path / "local"), _contents(tmp_path / "ray"), _tolerance(real_embedder))
 
 
-@pytest.mark.ray
 @pytest.mark.model
 def test_a_driver_killed_mid_job_leaves_the_old_generation(ray_cluster, real_embedder, tmp_path):
     from qa import QA
@@ -268,7 +268,6 @@ def test_a_driver_killed_mid_job_leaves_the_old_generation(ray_cluster, real_emb
     assert len(report.added) == 8 and len(report.unchanged) == 2
 
 
-@pytest.mark.ray
 @pytest.mark.model
 def test_a_worker_without_the_model_stops_the_job_with_one_line(ray_cluster, real_embedder, tmp_path):
     """The index's model is a folder that the driver no longer needs and the workers cannot find."""
@@ -310,6 +309,8 @@ def test_an_unreachable_cluster_is_one_line_and_nothing_is_written(tmp_path, cle
                            env={"QA_RAY_ADDRESS": "127.0.0.1:1"})
     assert result.exit_code == 1 and "cannot reach the Ray cluster at 127.0.0.1:1" in result.output
     assert not (tmp_path / "index" / "manifest.json").exists()
+    result = runner.invoke(cli, ["index", str(docs), "--index", str(tmp_path / "index"), "--workers", "2"])
+    assert result.exit_code == 2 and "--workers goes with --ray" in result.output
 
 
 def test_documents_and_vectors_travel_back_whole(fake_embedder, tmp_path):
@@ -333,6 +334,7 @@ def test_documents_and_vectors_travel_back_whole(fake_embedder, tmp_path):
         assert np.array_equal(n1, n2) and np.array_equal(v1, v2)
 
 
+@pytest.mark.model
 def test_a_local_run_does_not_import_ray(tmp_path):
     code = (
         "import sys\n"
