@@ -20,7 +20,7 @@ import click
 from qa.cite import CitationError
 from qa.export import AnswerWriter
 from qa.pageview import PageViewError
-from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
+from qa.config import ENV_INDEX, ENV_MODEL, ENV_RAY_ADDRESS, default_index_dir
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.search import RETRIEVERS, QueryError
 from qa.store import StoreError
@@ -80,7 +80,7 @@ def cli(verbose: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=PARSE_TIMEOUT, show_default=True,
               help="Seconds a parser may spend on one file before it is skipped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, envvar="QA_RAY_ADDRESS",
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, envvar=ENV_RAY_ADDRESS,
               show_envvar=True, metavar="[ADDRESS]",
               help="Read, split and embed on a Ray cluster: HOST:PORT of its head, auto (the cluster this machine "
                    "is in) or local (Ray on this machine). Give it after the paths.")

@@ -6,8 +6,8 @@ already stored or is already being sent under another path (an alias, never
 embedded twice), which files are unreadable. Only the files left are sent, as
 rows of names and paths; each actor (``qa.workers.EmbedFiles``) loads the
 model once and turns a batch of files into documents with their vectors
-(``qa.ingest``'s own reading, splitting and ``embed``). The driver ``store``s each result into its one
-``Writer`` as it arrives and commits once, as locally: a driver killed at any
+(``qa.ingest``'s own reading, splitting and ``embed``). The driver ``store``s
+each result into its one ``Writer`` as it arrives and commits once, as locally: a driver killed at any
 moment leaves the previous generation, and a worker killed mid-batch is
 restarted by Ray and its batch run again (Ray Data's actor pool retries actor
 tasks), while the driver keeps the first result of each file only.
@@ -29,11 +29,10 @@ from typing import Iterator, Sequence
 from qa.ingest import IndexReport, Skipped, _existing_files, _progress_bar, _vanished, look, store, unreadable
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT, ReadError
 from qa.store import Writer
-from qa.workers import ENV_CRASH_ONCE, EmbedFiles, Job, vectors_from_bytes, doc_from_json
+from qa.workers import ENV_CRASH_ONCE, EmbedFiles, Job, doc_from_json, vectors_from_bytes
 
 logger = logging.getLogger(__name__)
 
-ENV_ADDRESS = "QA_RAY_ADDRESS"
 # Settings of the model that the workers must share with the driver's environment.
 FORWARDED = ("QA_BACKEND", "QA_PRECISION", "ONEDNN_MAX_CPU_ISA", ENV_CRASH_ONCE)
 # Files a batch: small enough that a retried batch costs little, large enough to fill the model's batches.
@@ -199,8 +198,9 @@ def _pool(ray, workers: int | None) -> tuple[int, float, float]:
     runtime already spreads a batch over every core of its machine, so more
     actors a node would only contend. With GPUs, one actor a GPU.
     """
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    node_cpus = [n["Resources"].get("CPU", 0) for n in nodes] or [1]
+    # A head started with --num-cpus=0, as clusters often are, runs no actor.
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+    node_cpus = [n["Resources"]["CPU"] for n in nodes] or [1]
     total_gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
     if total_gpus:
         return workers or total_gpus, 1, 1
