@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The tests also cover `qa index --ray`, which needs the optional Ray extra; `make run` does not.
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $@
+
 run: $(VENV)/.installed tesseract
 	$(PY) app.py
 
@@ -38,7 +43,7 @@ tesseract:
 		echo "installing Debian's tesseract-ocr and tesseract-ocr-eng to read scanned PDFs and images"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; }
 
-test: $(VENV)/.installed chromium tesseract
+test: $(VENV)/.ray-installed chromium tesseract
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

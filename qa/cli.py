@@ -20,7 +20,7 @@ import click
 from qa.cite import CitationError
 from qa.export import AnswerWriter
 from qa.pageview import PageViewError
-from qa.config import ENV_INDEX, ENV_MODEL, default_index_dir
+from qa.config import ENV_INDEX, ENV_MODEL, ENV_RAY_ADDRESS, default_index_dir
 from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.search import RETRIEVERS, QueryError
 from qa.storage import StoreError
@@ -37,7 +37,7 @@ def _open(index: str | None, model: str | None):
 def _fail(exc: Exception) -> click.ClickException:
     from embeddings import ModelError
 
-    if isinstance(exc, (*_USER_ERRORS, ModelError)):
+    if isinstance(exc, (*_USER_ERRORS, ModelError)) or type(exc).__name__ == "ClusterError":
         return click.ClickException(str(exc))
     raise exc
 
@@ -80,8 +80,15 @@ def cli(verbose: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=PARSE_TIMEOUT, show_default=True,
               help="Seconds a parser may spend on one file before it is skipped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None, envvar=ENV_RAY_ADDRESS,
+              show_envvar=True, metavar="[ADDRESS]",
+              help="Read, split and embed on a Ray cluster: HOST:PORT of its head, auto (the cluster this machine "
+                   "is in) or local (Ray on this machine). Give it after the paths.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --ray: how many model workers (default one a node, each with the node's CPUs; one a GPU).")
 def index(
-    paths: tuple[str, ...], index: str | None, model: str | None, max_size: float, timeout: float, as_json: bool
+    paths: tuple[str, ...], index: str | None, model: str | None, max_size: float, timeout: float, as_json: bool,
+    ray_address: str | None, workers: int | None,
 ) -> None:
     """Index .txt, .md, .pdf, .docx and .html files; folders are read recursively.
 
@@ -92,9 +99,12 @@ def index(
     all went in, 3 when some files were skipped, 1 when nothing could be indexed.
 
     \b
-    Example:
+    Examples:
         qa index seeds/ notes.md --index ./my-index
+        qa index /shared/archive --ray 10.0.0.5:6379
     """
+    if workers and not ray_address:
+        raise click.UsageError("--workers goes with --ray")
     qa = _open(index, model)
     try:
         if qa.outdated():  # written by an earlier version: brought up to date first
@@ -109,6 +119,8 @@ def index(
             progress=sys.stderr.isatty() and not as_json,
             max_bytes=int(max_size * 2**20),
             timeout=timeout,
+            ray=ray_address or None,
+            workers=workers,
         )
     except Exception as exc:
         raise _fail(exc) from exc

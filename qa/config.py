@@ -7,6 +7,7 @@ from pathlib import Path
 
 ENV_INDEX = "QA_INDEX"
 ENV_MODEL = "QA_MODEL"
+ENV_RAY_ADDRESS = "QA_RAY_ADDRESS"  # qa index runs on this Ray cluster (qa.distributed)
 
 
 def default_index_dir() -> Path:

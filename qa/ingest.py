@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-
+import numpy as np
 from embeddings import encode_passages
 from qa.late import passage_tokens
 from qa.read import (
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # Embed several documents' texts in one call: many small files would otherwise
 # each pay for a short, badly filled batch.
 EMBED_GROUP = 512
+NO_PASSAGES = "no text to index (headings only)"
 
 
 @dataclass(frozen=True)
@@ -133,20 +134,11 @@ def index_paths(
             seen.add(name)
             previous = stored.get(name)
             try:
-                stat = os.stat(file)
-                if previous and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                    report.unchanged.append(name)
+                looked = look(file, name, previous, writer, report, max_bytes=max_bytes)
+                if looked is None:
                     bar.update(1)
                     continue
-                format_of(file)
-                data = read_bytes(file, max_bytes=max_bytes)
-                sha = hashlib.sha256(data).hexdigest()
-                if previous and previous.sha256 == sha:
-                    writer.touch_path(name, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-                    report.unchanged.append(name)
-                    report.touched.append(name)
-                    bar.update(1)
-                    continue
+                stat, data, sha = looked
                 source = str(Path(file).resolve())
                 if writer.has_content(sha) or any(p.sha256 == sha for p in pending):
                     _flush(pending, writer, embedder, report, bar)
@@ -157,31 +149,18 @@ def index_paths(
                     continue
                 extracted = extract_text(file, data, timeout=timeout)
             except (ReadError, OSError) as exc:
-                reason = str(exc) if isinstance(exc, ReadError) else (exc.strerror or str(exc))
-                if previous:
-                    # Its stored text no longer matches the file: citations to it could not be checked.
-                    writer.remove_document(name)
-                    report.removed.append(name)
-                    reason += " (its earlier version was removed from the index)"
-                report.skipped.append(Skipped(str(file), reason))
+                unreadable(file, name, previous, exc, writer, report)
                 bar.update(1)
                 continue
             if embedder is None:
                 embedder = get_embedder()
-            spans = list(
-                split_passages(
-                    extracted.text,
-                    embedder.token_offsets,
-                    max_tokens=embedder.max_tokens,
-                    headings=[Span(h.start, h.end) for h in extracted.headings],
-                )
-            )
-            if not spans:
-                report.skipped.append(Skipped(str(file), "no text to index (headings only)"))
+            passages = split_document(extracted, embedder)
+            if not passages:
+                report.skipped.append(Skipped(str(file), NO_PASSAGES))
                 bar.update(1)
                 continue
             (report.updated if previous else report.added).append(name)
-            pending.append(Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, locate(extracted, spans)))
+            pending.append(Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, passages))
             if sum(len(p.passages) for p in pending) >= EMBED_GROUP:
                 _flush(pending, writer, embedder, report, bar)
                 pending = []
@@ -200,6 +179,49 @@ def _flush(pending: list[Pending], writer: Writer, embedder, report: IndexReport
     if pending:
         embed_and_store(pending, writer, embedder, report)
         bar.update(len(pending))
+
+
+def look(file, name: str, previous: PathState | None, writer: Writer, report: IndexReport, *, max_bytes: int):
+    """``(stat, bytes, sha256)`` of a file that may have changed; None for one that has not.
+
+    A file whose size and modification time match the index is not read; one
+    whose content hash matches is recorded as unchanged with its new times.
+    Raises ReadError or OSError for a file that cannot be read.
+    """
+    stat = os.stat(file)
+    if previous and (previous.size, previous.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+        report.unchanged.append(name)
+        return None
+    format_of(file)
+    data = read_bytes(file, max_bytes=max_bytes)
+    sha = hashlib.sha256(data).hexdigest()
+    if previous and previous.sha256 == sha:
+        writer.touch_path(name, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        report.unchanged.append(name)
+        report.touched.append(name)
+        return None
+    return stat, data, sha
+
+
+def unreadable(file, name: str, previous: PathState | None, exc: Exception, writer: Writer, report: IndexReport) -> None:
+    """Skip a file that cannot be read, and drop its earlier version, whose citations could no longer be checked."""
+    reason = str(exc) if isinstance(exc, ReadError) else (exc.strerror or str(exc))
+    if previous:
+        writer.remove_document(name)
+        report.removed.append(name)
+        reason += " (its earlier version was removed from the index)"
+    report.skipped.append(Skipped(str(file), reason))
+
+
+def split_document(extracted: ExtractedText, embedder) -> list[StoredPassage]:
+    """The passages of a document, located (page, paragraph on the page, section); empty for headings only."""
+    spans = split_passages(
+        extracted.text,
+        embedder.token_offsets,
+        max_tokens=embedder.max_tokens,
+        headings=[Span(h.start, h.end) for h in extracted.headings],
+    )
+    return locate(extracted, spans)
 
 
 def _existing_files(paths, report: IndexReport):
@@ -247,8 +269,22 @@ def _context(doc: Pending, stored: StoredPassage) -> str | None:
     return title if len(title) <= TITLE_CHARS and "\n" not in title.strip() else None
 
 
-def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: IndexReport) -> None:
-    """Embed the documents' passages (and sentences and tokens) in one call and add them to ``writer``."""
+@dataclass(frozen=True)
+class Vectors:
+    """What the model gives a group of documents: a row a passage, a row a sentence (in order), and
+    for each passage its kept tokens' sentence numbers and vectors (None from a model without them)."""
+
+    passages: np.ndarray
+    sentences: np.ndarray
+    tokens: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def embed(pending: Sequence[Pending], embedder) -> Vectors:
+    """Embed the documents' passages, sentences and tokens in one call.
+
+    Only this step (with reading and splitting) needs the model: a run on a
+    cluster (``qa.distributed``) does it on the workers and ``store`` on the driver.
+    """
     passage_texts: list[str] = []
     # (passage number, start, end) of each sentence within its passage's embedded text
     sentence_spans: list[tuple[int, int, int]] = []
@@ -265,15 +301,17 @@ def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: In
     passage_vectors, sentence_vectors, token_vectors = encode_passages(
         embedder, passage_texts, sentence_spans, tokens=True
     )
-    report.passages_embedded += len(passage_texts)
-    report.sentences_embedded += len(sentence_spans)
     stored_tokens = None
     if token_vectors is not None:
         by_passage: list[list[tuple[int, int]]] = [[] for _ in passage_texts]
         for number, start, end in sentence_spans:
             by_passage[number].append((start, end))
         stored_tokens = [passage_tokens(t, s) for t, s in zip(token_vectors, by_passage)]
+    return Vectors(passage_vectors, sentence_vectors, stored_tokens)
 
+
+def store(pending: Sequence[Pending], vectors: Vectors, writer: Writer) -> None:
+    """Add the embedded documents to ``writer``, each with its slice of ``vectors``."""
     p_at = s_at = 0
     for doc in pending:
         n_passages = len(doc.passages)
@@ -288,13 +326,21 @@ def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: In
             passages=doc.passages,
             size=doc.size,
             mtime_ns=doc.mtime_ns,
-            passage_vectors=passage_vectors[p_at : p_at + n_passages],
-            sentence_vectors=sentence_vectors[s_at : s_at + n_sentences],
-            token_vectors=stored_tokens[p_at : p_at + n_passages] if stored_tokens is not None else None,
+            passage_vectors=vectors.passages[p_at : p_at + n_passages],
+            sentence_vectors=vectors.sentences[s_at : s_at + n_sentences],
+            token_vectors=vectors.tokens[p_at : p_at + n_passages] if vectors.tokens is not None else None,
             ocr_words=doc.extracted.ocr_words,
         )
         p_at += n_passages
         s_at += n_sentences
+
+
+def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: IndexReport) -> None:
+    """Embed the documents' passages (and sentences and tokens) in one call and add them to ``writer``."""
+    vectors = embed(pending, embedder)
+    store(pending, vectors, writer)
+    report.passages_embedded += len(vectors.passages)
+    report.sentences_embedded += len(vectors.sentences)
 
 
 class _NoBar:

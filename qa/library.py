@@ -223,19 +223,33 @@ class QA:
         prune: bool = True,
         max_bytes: int = MAX_FILE_BYTES,
         timeout: float = PARSE_TIMEOUT,
+        ray: str | None = None,
+        workers: int | None = None,
     ) -> IndexReport:
         """Add or update the files under ``paths``; one commit at the end.
 
         Files over ``max_bytes`` are skipped; a parser that takes longer than
-        ``timeout`` seconds on one file is stopped and that file skipped.
+        ``timeout`` seconds on one file is stopped and that file skipped. With
+        ``ray`` (a cluster address, ``auto`` or ``local``) the files are read,
+        split and embedded on that Ray cluster by ``workers`` actors (default
+        one a node, or one a GPU) and committed here (``qa.distributed``).
         """
         info = self._lazy_model_info()
         if self.outdated():
             self.upgrade()
         with Writer(self.index_dir, info) as writer:
-            report = index_paths(
-                paths, writer, lambda: self.embedder, progress=progress, prune=prune, max_bytes=max_bytes, timeout=timeout
-            )
+            if ray is not None:
+                from qa.distributed import index_on_ray
+
+                report = index_on_ray(
+                    paths, writer, address=ray, workers=workers, progress=progress, prune=prune,
+                    max_bytes=max_bytes, timeout=timeout,
+                )
+            else:
+                report = index_paths(
+                    paths, writer, lambda: self.embedder, progress=progress, prune=prune, max_bytes=max_bytes,
+                    timeout=timeout,
+                )
             # Touched files are committed too, so their new times spare the next run a re-read.
             changed = report.added or report.updated or report.removed or report.touched
             # A new, empty index is worth committing (qa list works) unless every path failed.

@@ -1018,7 +1018,7 @@ FTS_WORDS = ["tidal", "cellos", "brûlée", "straße", "x_y"]  # one word of eac
 
 @pytest.fixture(scope="module")
 def fts_db():
-    """The index's own FTS5 table (schema and bm25 weights from qa.store), in memory."""
+    """The index's own FTS5 table (schema and bm25 weights from qa.storage), in memory."""
     db = sqlite3.connect(":memory:", check_same_thread=False)
     db.executescript(store._SCHEMA)
     db.execute("INSERT INTO documents(sha256, format, text) VALUES ('x', 'text', 'x')")
