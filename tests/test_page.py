@@ -298,3 +298,24 @@ def test_a_passage_link_survives_re_indexing_and_names_its_words(fake_qa, corpus
     fake_qa.index([corpus])
     text = fake_qa.snapshot().document_text(hit.doc)
     assert fingerprint(text[hit.start : hit.end]) != params["sha"]
+
+
+def test_the_cue_on_the_seeds_tells_a_good_match_from_a_poor_one(seed_index, real_embedder):
+    """The words beside a passage are the calibrated confidence: the passage that answers a
+    paraphrased question and the closest passage to a question the seeds have nothing on get
+    different words. (Near-topic questions still mostly get "may answer": the abstention
+    figures of the quality issue.)"""
+    from qa import QA
+    from qa.render import cue
+
+    qa = QA(seed_index, embedder=real_embedder)
+    page = page_handler(build_app(qa), "respond")
+    good = qa.ask("Who is the foreign minister of the exile government?", k=1)
+    poor = qa.ask("How do I bake a chocolate cake?", k=1)
+    assert good.hits[0].confidence > poor.hits[0].confidence
+    (good_level, good_words), (poor_level, poor_words) = cue(good.hits[0].confidence), cue(poor.hits[0].confidence)
+    assert good_level in ("strong", "fair") and poor_level == "weak" and good_words != poor_words
+    for question, level, words in ((good.question, good_level, good_words), (poor.question, poor_level, poor_words)):
+        _, shown, _, *_ = page(question, 1, [], new_chat())
+        first = cards(shown)[0]
+        assert f"qa-cue-{level}" in first and html.escape(words) in first
