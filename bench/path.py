@@ -1,10 +1,19 @@
 """What a user waits for on a real index: the whole question path, a batch, the bytes, one document in and out.
 
     python bench/path.py [--index DIR] [--questions FILE] [--count 300] [--retrievers hybrid,fused,lexical,dense]
+    python bench/path.py --build 100000 [--work DIR]
 
 Defaults to the SciFact index that bench/quality.py builds (``~/.cache/qa/bench/
-scifact``: 5,183 abstracts, 14,677 passages) and SciFact's own questions. In one
-warm process it measures:
+scifact``: 5,183 abstracts, 14,677 passages) and SciFact's own questions.
+``--build N`` first writes a corpus of about N passages of real text and
+indexes it (``--work``/real-N, default ``~/.cache/qa/bench``; an index that
+exists is reused): the sentences of the shared sets' documents recombined as
+bench/lexical.py does (a passage is 3 to 6 consecutive sentences of one
+document, from a seeded random start), ten passages a file as paragraphs, and
+the questions are the sets' own (SciFact, NFCorpus, SQuAD in turn). Indexing
+time and passages a second are then reported too. At 100,000 passages the
+build takes about half an hour on 2 cores, embedding being nearly all of it;
+at 1,000,000 (a slow mode) some five hours. In one warm process it measures:
 
 - ``qa ask``'s whole path per retriever, one question at a time, as
   ``QA.ask`` runs it for the CLI and the page: the question's embedding, the
@@ -60,19 +69,56 @@ def text_bytes(catalog: Path) -> int:
     return int(total)
 
 
+PER_FILE = 10
+
+
+def build(size: int, work: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """Write and index about ``size`` passages of recombined real text; the index and its build figures."""
+    from bench.lexical import passages, sentences_by_document
+
+    folder = work / f"real-{size}"
+    docs, index = folder / "docs", folder / "index"
+    if not docs.exists():
+        docs.mkdir(parents=True)
+        texts = list(passages(sentences_by_document(), size))
+        for at in range(0, len(texts), PER_FILE):
+            (docs / f"rc-{at // PER_FILE:06d}.txt").write_text("\n\n".join(texts[at : at + PER_FILE]) + "\n", encoding="utf-8")
+    start = time.perf_counter()
+    report = QA(index).index([docs], progress=True)
+    seconds = time.perf_counter() - start
+    rows = []
+    if report.passages_embedded:
+        rows.append(("indexing", f"{seconds:,.0f} s, {report.passages_embedded / seconds:.1f} passages/s "
+                                 f"({report.passages_embedded:,} passages, {len(report.added):,} files)"))
+    return index, rows
+
+
+def mixed_questions() -> list[str]:
+    from bench.lexical import SETS
+
+    per_set = [[json.loads(line)["question"] for line in (SHARED / name / "questions.jsonl").open()] for name in SETS]
+    return [q for group in zip(*per_set) for q in group]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, default=Path.home() / ".cache" / "qa" / "bench" / "scifact")
     parser.add_argument("--questions", type=Path, default=SHARED / "scifact" / "questions.jsonl")
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--retrievers", default=",".join(RETRIEVERS))
+    parser.add_argument("--build", type=int, default=0, help="index about this many passages of real text first")
+    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "qa" / "bench")
     args = parser.parse_args()
 
+    rows = []
+    if args.build:
+        args.index, rows = build(args.build, args.work)
+        questions = mixed_questions()[: args.count]
+    else:
+        questions = [json.loads(line)["question"] for line in args.questions.open()][: args.count]
     qa = QA(args.index)
-    questions = [json.loads(line)["question"] for line in args.questions.open()][: args.count]
     for question in questions[:10]:
         qa.ask(question)
-    rows = []
     for retriever in args.retrievers.split(","):
         times = []
         for question in questions:
