@@ -74,6 +74,7 @@ def _one_thread():
     finally:
         faiss.omp_set_num_threads(before)
 
+
 FLAT_MAX = 200_000
 """Vectors at which a flat index becomes IVF (at the next ``save``/``restructure``)."""
 LISTS_PER_SQRT = 1.0

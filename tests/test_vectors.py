@@ -373,3 +373,19 @@ def test_an_unsupported_index_file_is_refused(tmp_path):
     faiss.write_index(faiss.IndexFlatIP(DIM), str(tmp_path / "plain.faiss"))
     with pytest.raises(ValueError):
         VectorIndex.load(tmp_path / "plain.faiss", DIM)
+
+
+def test_a_search_leaves_the_callers_thread_count_as_it_was(data):
+    """One query runs on one OpenMP thread; the caller's setting (training, batches) comes back,
+    also when the search fails."""
+    index, ids, _, queries = data
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        assert index.search(queries[0], 5)[0].tolist()
+        assert faiss.omp_get_max_threads() == 2
+        with pytest.raises(Exception):
+            index.search(np.zeros(DIM + 1, dtype=np.float32), 5)
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
