@@ -215,6 +215,7 @@ class Writer:
             self._abort()
 
     def _begin(self) -> None:
+        migration = None  # the SQL that brings an outdated catalog up to date (``migrate``)
         try:
             manifest = read_manifest(self.folder)
         except IndexMissing:
@@ -223,9 +224,8 @@ class Writer:
             manifest = json.loads((self.folder / MANIFEST).read_text(encoding="utf-8"))
             if not (self.fresh or (self.migrate and manifest.get("format") in MIGRATIONS)):
                 raise
-            migration = None if self.fresh else MIGRATIONS[manifest["format"]]
-        else:
-            migration = None
+            if not self.fresh:
+                migration = MIGRATIONS[manifest["format"]]
         self._remove_stray_files(manifest)
         generation = (manifest["generation"] if manifest else 0) + 1
         self.generation = generation
