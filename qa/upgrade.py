@@ -36,7 +36,7 @@ def upgrade(folder: str | Path, model: ModelInfo, get_embedder) -> IndexReport:
     report = IndexReport()
     found = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("format")
     if found in MIGRATIONS:
-        _old_catalog(folder)  # a damaged catalog is refused before anything is written
+        # The writer opens the old generation checking every file's checksum: a damaged one is refused, nothing written.
         with Writer(folder, model, migrate=True) as writer:
             report.updated = sorted(writer.path_states())
         logger.info("brought %s up to date from format %s: %d documents, nothing embedded", folder, found,
