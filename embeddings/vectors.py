@@ -144,34 +144,47 @@ class VectorIndex:
         return int(self._index.remove_ids(ids))
 
     def search(
-        self, query: np.ndarray, k: int, *, allowed: Sequence[int] | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        allowed: Sequence[int] | None = None,
+        selector: faiss.IDSelector | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Ids and scores of the ``k`` nearest vectors, best first, for one query vector.
 
-        With ``allowed``, only those ids are considered.
+        With ``allowed``, only those ids are considered; with ``selector`` (not with
+        ``allowed``), only the ids it selects (``embeddings.segments`` excludes removed ones).
         """
         k = min(k, len(self) if allowed is None else len(allowed))
         if k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         with _one_thread():
-            return self._search(query, k, allowed)
+            return self._search(query, k, allowed, selector)
 
-    def _search(self, query: np.ndarray, k: int, allowed: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search(
+        self, query: np.ndarray, k: int, allowed: Sequence[int] | None, selector: faiss.IDSelector | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.kind == "ivf":
-            return self._search_ivf(query, k, allowed)
+            return self._search_ivf(query, k, allowed, selector)
         params = sel = None
         if allowed is not None:
             sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        elif selector is not None:
+            sel = selector
+        if sel is not None:
             params = faiss.SearchParameters(sel=sel)
         scores, ids = self._index.search(query, k, params=params)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
-    def _search_ivf(self, query: np.ndarray, k: int, allowed: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_ivf(
+        self, query: np.ndarray, k: int, allowed: Sequence[int] | None, selector: faiss.IDSelector | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         index = self._index
         nprobe = index.nprobe
-        sel = None
+        sel = selector
         if allowed is not None:
             wanted = np.unique(np.asarray(allowed, dtype=np.int64))
             if len(wanted) <= EXACT_ALLOWED_MAX:
@@ -252,6 +265,10 @@ class VectorIndex:
         quantizer.this.disown()  # the IVF index owns and frees it
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         return index
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every ``(ids, vectors)`` stored, a chunk at a time (a merge of segments reads them so)."""
+        return self._contents()
 
     def _ids(self) -> np.ndarray:
         if self.kind == "flat":

@@ -44,6 +44,7 @@ import faiss  # noqa: E402
 
 import qa.ingest  # noqa: E402
 import qa.read  # noqa: E402
+import qa.storage.manifest  # noqa: E402
 import qa.storage.snapshot  # noqa: E402
 import qa.storage.writer  # noqa: E402
 from embeddings import VectorIndex  # noqa: E402
@@ -149,7 +150,7 @@ def install_hooks() -> None:
     VectorIndex.save = wrap("vector_save", VectorIndex.save)
     faiss.write_index = wrap("write_index", faiss.write_index, torn=torn_write_index)
     qa.storage.writer.sha256_file = wrap("sha256", qa.storage.writer.sha256_file)
-    qa.storage.snapshot.sha256_file = wrap("sha256", qa.storage.snapshot.sha256_file)
+    qa.storage.manifest.sha256_file = wrap("sha256", qa.storage.manifest.sha256_file)  # checked_sha256 hashes with it
     json.dump = wrap("json_dump", json.dump, torn=torn_json_dump)
     os.replace = wrap("os_replace", os.replace)
     qa.storage.writer.fsync_dir = wrap("fsync_dir", qa.storage.writer.fsync_dir)

@@ -47,7 +47,8 @@ from hypothesis import strategies as st
 
 import corpus as gen
 import qa.storage.snapshot as snapshot_module
-import qa.storage.writer as store
+from indexfiles import catalog_counts, generation_names, index_file, manifest_of
+from qa.storage.segments import SEGMENT_SCHEMA
 from conftest import CORPUS, ARTICLES_DIR
 from embeddings import VectorIndex
 from fakes import FakeEmbedder, fake_token_offsets
@@ -70,29 +71,6 @@ PROBE = "When were the tidal barrier gates tested?"
 # -- what a whole index looks like --------------------------------------------------------
 
 
-def manifest_of(index: Path) -> dict:
-    return json.loads((index / "manifest.json").read_text(encoding="utf-8"))
-
-
-def catalog_counts(path: Path) -> dict[str, int]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {
-            "documents": db.execute("SELECT COUNT(*) FROM paths").fetchone()[0],
-            "passages": db.execute("SELECT COUNT(*) FROM passages").fetchone()[0],
-            "sentences": db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0],
-        }
-    finally:
-        db.close()
-
-
-def live_names(generation: int) -> list[str]:
-    return sorted(
-        [".lock", "manifest.json", f"catalog-{generation}.sqlite", f"passages-{generation}.faiss",
-         f"sentences-{generation}.faiss"]
-    )
-
-
 def checked_signature(index: Path) -> dict[str, tuple]:
     """Open ``index`` as a user would and check it is whole; ``{doc: (text, passages)}``.
 
@@ -103,10 +81,10 @@ def checked_signature(index: Path) -> dict[str, tuple]:
     qa = QA(index, embedder=FakeEmbedder())
     snap = qa.snapshot()
     m = snap.manifest
-    files = {key: index / name for key, name in m["files"].items()}
-    assert catalog_counts(files["catalog"]) == m["counts"]
-    assert faiss.read_index(str(files["passages"])).ntotal == m["counts"]["passages"]
-    assert faiss.read_index(str(files["sentences"])).ntotal == m["counts"]["sentences"]
+    assert catalog_counts(index) == m["counts"]
+    for kind, vectors in (("passages", snap.passage_vectors), ("sentences", snap.sentence_vectors)):
+        stored = sum(faiss.read_index(str(index / s["files"][kind])).ntotal for s in m["segments"])
+        assert stored - len(vectors.excluded) == m["counts"][kind] == len(vectors)
     signature = {}
     for doc in snap.documents():
         text = snap.document_text(doc.path)
@@ -279,7 +257,7 @@ def crash_trial(world: CrashWorld, workdir: Path, *, kill_after: float | None = 
     assert checked_signature(run.index) == world.new
     generation = manifest_of(run.index)["generation"]
     assert generation == 2
-    assert sorted(p.name for p in run.index.iterdir()) == live_names(generation)
+    assert sorted(p.name for p in run.index.iterdir()) == generation_names(run.index)
     shutil.rmtree(workdir)
     return (state if killed else "finished"), run.seconds
 
@@ -413,10 +391,6 @@ def assert_corrupt_with_rebuild_hint(index: Path) -> str:
     return message
 
 
-def index_file(index: Path, key: str) -> Path:
-    return index / ("manifest.json" if key == "manifest" else manifest_of(index)["files"][key])
-
-
 EDGE_DAMAGE = {
     "empty": lambda data: b"",
     "last-byte-dropped": lambda data: data[:-1],
@@ -501,14 +475,15 @@ def _drop(manifest: dict, dotted: str) -> None:
     *parents, last = dotted.split(".")
     node = manifest
     for key in parents:
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
     del node[last]
 
 
 @pytest.mark.parametrize(
     "change",
-    ["files", "checksums", "model", "counts", "files.catalog", "checksums.passages", "counts.sentences",
-     "model.dimension", "files=list", "model=null"],
+    ["files", "checksums", "model", "counts", "files.live", "checksums.live", "counts.sentences",
+     "model.dimension", "files=list", "model=null", "segments", "next_ids", "segments.0.checksums",
+     "segments.0.files.passages", "segments.0.ids"],
 )
 def test_manifest_missing_a_field_is_index_corrupt(indexed, change):
     index = indexed.index_dir
@@ -565,24 +540,30 @@ def test_every_index_corrupt_message_says_how_to_rebuild(indexed, damage):
 def test_manifest_naming_files_of_another_generation(indexed, corpus):
     index = indexed.index_dir
     first = manifest_of(index)
-    saved = {name: (index / name).read_bytes() for name in first["files"].values()}
+    saved = {name: (index / name).read_bytes() for name in generation_names(index) if name != ".lock"}
     first_answer = indexed.ask(PROBE, k=5).to_json()
     (corpus / "alpha.txt").write_text("The gates were tested again in 2020 after the storm.\n", encoding="utf-8")
     indexed.index([corpus])
     second = manifest_of(index)
-    assert second["generation"] == 2 and not (index / "catalog-1.sqlite").exists()
+    assert second["generation"] == 2 and not (index / first["files"]["live"]).exists()
+    assert [s["number"] for s in second["segments"]] == [1, 2]
     second_bytes = (index / "manifest.json").read_bytes()
 
-    # The second manifest names a first-generation file, put back beside it: its checksum fails.
+    # The second manifest names the first generation's live catalog, put back beside it: its checksum fails.
+    (index / first["files"]["live"]).write_bytes(saved[first["files"]["live"]])
+    wrong = json.loads(second_bytes)
+    wrong["files"]["live"] = first["files"]["live"]
+    (index / "manifest.json").write_text(json.dumps(wrong), encoding="utf-8")
+    assert "checksum" in assert_corrupt_with_rebuild_hint(index)
+    (index / first["files"]["live"]).unlink()
+    # ... or names the first segment's files where its second segment's are: their checksums fail.
     for key in ("catalog", "passages", "sentences"):
-        (index / first["files"][key]).write_bytes(saved[first["files"][key]])
         wrong = json.loads(second_bytes)
-        wrong["files"][key] = first["files"][key]
+        wrong["segments"][1]["files"][key] = first["segments"][0]["files"][key]
         (index / "manifest.json").write_text(json.dumps(wrong), encoding="utf-8")
         assert "checksum" in assert_corrupt_with_rebuild_hint(index)
-        (index / first["files"][key]).unlink()
 
-    # The first manifest, restored alone, names files that are gone.
+    # The first manifest, restored alone, names a live catalog that is gone.
     (index / "manifest.json").write_text(json.dumps(first), encoding="utf-8")
     assert "missing" in assert_corrupt_with_rebuild_hint(index)
 
@@ -591,7 +572,7 @@ def test_manifest_naming_files_of_another_generation(indexed, corpus):
         (index / name).write_bytes(data)
     assert QA(index, embedder=FakeEmbedder()).ask(PROBE, k=5).to_json() == first_answer
     QA(index, embedder=FakeEmbedder()).index([corpus])
-    assert sorted(p.name for p in index.iterdir()) == live_names(2)
+    assert sorted(p.name for p in index.iterdir()) == generation_names(index)
     assert checked_signature(index)["docs/alpha.txt"][0].startswith("The gates were tested again")
 
 
@@ -620,7 +601,8 @@ def test_a_file_swapped_in_from_another_index_with_the_same_counts_fails_its_che
     else:
         theirs = _twin_index(tmp_path, "theirs", RolledFake(), CORPUS)
     assert manifest_of(ours)["counts"] == manifest_of(theirs)["counts"]
-    assert manifest_of(ours)["checksums"][key] != manifest_of(theirs)["checksums"][key]
+    checksum = lambda index: manifest_of(index)["segments"][0]["checksums"][key]  # noqa: E731
+    assert checksum(ours) != checksum(theirs)
     before = QA(ours, embedder=FakeEmbedder()).ask(PROBE, k=5).to_json()
     original = index_file(ours, key).read_bytes()
 
@@ -653,7 +635,7 @@ def test_manifest_naming_a_file_outside_the_index_folder_is_corrupt(indexed, tmp
     outside.parent.mkdir()
     shutil.copyfile(index_file(index, "catalog"), outside)
     m = manifest_of(index)
-    m["files"]["catalog"] = str(outside)
+    m["segments"][0]["files"]["catalog"] = str(outside)
     (index / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
     try:
         with pytest.raises(IndexCorrupt):
@@ -819,8 +801,8 @@ def test_a_reader_opening_while_a_writer_commits_gets_an_answer(tmp_path, monkey
 
         monkeypatch.setattr(snapshot_module, "read_manifest", read_manifest)
     elif moment == "before-checksum":
-        real_sha = snapshot_module.sha256_file
-        monkeypatch.setattr(snapshot_module, "sha256_file", lambda path: (commit_now(), real_sha(path))[1])
+        real_sha = snapshot_module.checked_sha256
+        monkeypatch.setattr(snapshot_module, "checked_sha256", lambda path: (commit_now(), real_sha(path))[1])
     else:
         real_load = VectorIndex.load.__func__
         monkeypatch.setattr(VectorIndex, "load", classmethod(lambda cls, *a: (commit_now(), real_load(cls, *a))[1]))
@@ -872,7 +854,7 @@ def test_a_second_writer_is_refused_and_the_index_stays_whole(tmp_path, monkeypa
     assert errors == [] and len(results) == 1 and len(results[0].added) == 8
     new = checked_signature(index)
     assert set(new) == {f"docs/b_{i}.txt" for i in range(8)}
-    assert sorted(p.name for p in index.iterdir()) == live_names(2)
+    assert sorted(p.name for p in index.iterdir()) == generation_names(index)
     report = QA(index, embedder=FakeEmbedder()).index([docs])  # the second writer may go now
     assert len(report.unchanged) == 8 and checked_signature(index) == new
 
@@ -1020,7 +1002,7 @@ FTS_WORDS = ["tidal", "cellos", "brûlée", "straße", "x_y"]  # one word of eac
 def fts_db():
     """The index's own FTS5 table (schema and bm25 weights from qa.storage), in memory."""
     db = sqlite3.connect(":memory:", check_same_thread=False)
-    db.executescript(store._SCHEMA)
+    db.executescript(SEGMENT_SCHEMA)
     db.execute("INSERT INTO documents(sha256, format, text) VALUES ('x', 'text', 'x')")
     for n, text in enumerate(FTS_ROWS, start=1):
         db.execute("INSERT INTO passages(id, doc_id, seq, paragraph, window, windows, start, end, text) "
@@ -1125,7 +1107,7 @@ def test_no_file_outside_the_app_is_served(seed_server, article_index, template)
     import httpx
 
     paths = {
-        "catalog": article_index / manifest_of(article_index)["files"]["catalog"],
+        "catalog": index_file(article_index, "catalog"),
         "manifest": article_index / "manifest.json",
         "pyproject": ROOT / "pyproject.toml",
         "seed": ARTICLES_DIR / "000_kestrel_bay_tidal_barrier.txt",

@@ -12,6 +12,7 @@ import faiss
 import pytest
 
 from conftest import CORPUS
+from indexfiles import catalog_counts, generation_names, index_file
 from fakes import FakeEmbedder
 from qa import QA, CitationError, IndexCorrupt, IndexLocked, IndexMissing, ModelMismatch, QueryError
 from qa.storage import ModelInfo, Writer, open_snapshot
@@ -25,7 +26,8 @@ def manifest(index: Path) -> dict:
 
 
 def live_file(index: Path, key: str) -> Path:
-    return index / manifest(index)["files"][key]
+    """The live catalog (``live``), or the last segment's ``catalog``, ``passages`` or ``sentences``."""
+    return index_file(index, key)
 
 
 def folder_state(index: Path) -> dict[str, bytes]:
@@ -90,8 +92,10 @@ def test_manifest_counts_match_catalog_and_vectors(indexed):
     m = manifest(index)
     assert m["generation"] == 1
     assert m["model"] == {"name": "fake-hash", "dimension": 64, "max_tokens": 32}
+    assert len(m["segments"]) == 1
+    counts = catalog_counts(index)
     with sqlite3.connect(live_file(index, "catalog")) as db:
-        counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("documents", "passages", "sentences")}
+        assert db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == counts["documents"]
         fts = db.execute("SELECT COUNT(*) FROM passages_fts WHERE passages_fts MATCH 'gates'").fetchone()[0]
     assert counts == m["counts"]
     assert counts["documents"] == len(CORPUS)
@@ -150,8 +154,11 @@ def test_changing_one_file_reembeds_only_that_file(indexed, corpus, fake_embedde
     # the old text is gone from the lexical index too
     answer = indexed.ask("cherries ripen June", retriever="lexical")
     assert all(h.passage.doc != "docs/beta.md" for h in answer.hits)
-    # the previous generation's files were removed after the commit
-    assert sorted(p.name for p in indexed.index_dir.glob("*-1.*")) == []
+    # the commit wrote a live catalog and a segment of the new text; the first segment is
+    # untouched, the previous live catalog removed
+    assert sorted(p.name for p in indexed.index_dir.iterdir()) == generation_names(indexed.index_dir)
+    assert [s["number"] for s in manifest(indexed.index_dir)["segments"]] == [1, 2]
+    assert not (indexed.index_dir / "live-1.sqlite").exists()
 
 
 def test_deleting_a_file_removes_its_document(indexed, corpus):
@@ -281,7 +288,7 @@ def test_exception_inside_writer_leaves_previous_generation(indexed):
             assert writer.generation == 2
             writer.remove_document("docs/alpha.txt")
             writer.remove_document("docs/beta.md")
-            assert (index / "catalog-2.sqlite").exists()
+            assert (index / "live-2.sqlite").exists() and (index / "seg-2.sqlite").exists()
             raise RuntimeError("boom")
     assert folder_state(index) == before  # nothing new left behind, nothing changed
     assert [d.path for d in QA(index).documents()] == NAMES
@@ -307,13 +314,16 @@ def test_failed_embedding_leaves_previous_generation(indexed, corpus):
 
 def test_files_of_a_crashed_writer_are_cleaned_up(indexed, corpus):
     index = indexed.index_dir
-    for name in ("catalog-2.sqlite", "passages-2.faiss", "sentences-2.faiss", "manifest.json.999.tmp"):
+    for name in ("live-2.sqlite", "seg-2.sqlite", "seg-2-passages.faiss", "seg-2-sentences.faiss",
+                 "seg-7.sqlite-journal", "catalog-2.sqlite", "manifest.json.999.tmp"):
         (index / name).write_bytes(b"left by a crash")
     assert [d.path for d in QA(index).documents()] == NAMES  # strays do not disturb readers
     (corpus / "alpha.txt").write_text("New words.\n", encoding="utf-8")
     indexed.index([corpus])
     names = sorted(p.name for p in index.iterdir())
-    assert names == [".lock", "catalog-2.sqlite", "manifest.json", "passages-2.faiss", "sentences-2.faiss"]
+    assert names == generation_names(index)
+    assert names == [".lock", "live-2.sqlite", "manifest.json", "seg-1-passages.faiss", "seg-1-sentences.faiss",
+                     "seg-1.sqlite", "seg-2-passages.faiss", "seg-2-sentences.faiss", "seg-2.sqlite"]
     assert QA(index).snapshot().document_text("docs/alpha.txt") == "New words.\n"
 
 
@@ -586,7 +596,7 @@ def test_an_open_snapshot_outlives_the_commit_that_replaces_it(indexed, corpus):
     old = indexed.snapshot()
     (corpus / "beta.md").write_text("Replaced entirely.\n", encoding="utf-8")
     indexed.index([corpus])
-    assert not (indexed.index_dir / "catalog-1.sqlite").exists()
+    assert not (indexed.index_dir / "live-1.sqlite").exists()
     assert old.generation == 1 and indexed.snapshot().generation == 2
     assert old.document_text("docs/beta.md") == CORPUS["beta.md"]
     assert [p.section for p in old.passages_of("docs/beta.md")][0] == "Orchard notes"

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from qa import QA
 from qa.cli import cli
+from indexfiles import as_one_catalog
 from qa.storage import FORMAT_VERSION, IndexCorrupt, IndexOutdated, read_manifest, sha256_file
 
 pytestmark = pytest.mark.model
@@ -25,8 +26,10 @@ KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 def _as_format(folder: Path, version: int) -> None:
     """Make a current index look as an earlier version wrote it: format 4 had no OCR words
     (nor a passage's OCR confidence), format 2 no token vectors either."""
+    catalog = as_one_catalog(folder, version)
+    if version >= 5:  # format 5 was the current tables in one catalog
+        return
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    catalog = folder / manifest["files"]["catalog"]
     db = sqlite3.connect(catalog)
     db.execute("DROP TABLE ocr_words")
     db.execute("ALTER TABLE passages DROP COLUMN ocr_confidence")
@@ -40,7 +43,7 @@ def _as_format(folder: Path, version: int) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
-@pytest.fixture(params=[2, 4], ids=["format-2", "format-4"])
+@pytest.fixture(params=[2, 4, 5], ids=["format-2", "format-4", "format-5"])
 def old_index(request, tmp_path, real_embedder) -> Path:
     docs = tmp_path / "docs"
     shutil.copytree(SEEDS, docs)
@@ -83,7 +86,7 @@ def test_upgrade_keeps_the_citations_and_answers_of_a_new_index(old_index, real_
 
     assert not qa.outdated() and read_manifest(old_index)["format"] == FORMAT_VERSION
     assert sorted(report.updated) == sorted(d.path for d in qa.documents())
-    if found == 4:  # format 5 only added OCR's table and column: migrated, nothing embedded again
+    if found in (4, 5):  # migrated (formats 5 and 6 only added to them), nothing embedded again
         assert report.passages_embedded == 0
     else:
         assert report.passages_embedded == len(old_rows)  # each stored passage once: the copy shares its content
@@ -115,7 +118,7 @@ def test_qa_index_on_an_outdated_index_upgrades_it_first(old_index, model):
     result = CliRunner().invoke(cli, ["index", str(docs), "--index", str(old_index)])
     assert result.exit_code == 0, result.output
     assert "brought up to date, 3 documents and" in result.stderr
-    assert ("and 0 passages embedded again" in result.stderr) == (found == 4), result.stderr
+    assert ("and 0 passages embedded again" in result.stderr) == (found in (4, 5)), result.stderr
     assert "0 added, 0 updated, 3 unchanged" in result.stdout  # nothing left to embed after the upgrade
     assert read_manifest(old_index)["format"] == FORMAT_VERSION
 

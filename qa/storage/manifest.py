@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from embeddings import canonical_model_name
 # 3: the catalog keeps each passage's token vectors (qa.late).
 # 4: a document's one-line first paragraph (its title) is embedded as context of its other passages.
 # 5: words read by OCR, with their boxes and confidences (ocr_words); each passage's OCR confidence.
-FORMAT_VERSION = 5
-# Older formats whose catalog ``qa.upgrade`` can read and embed again.
-UPGRADABLE = (2, 3, 4)
+# 6: segments (``qa.storage.segments``): a commit writes a small live catalog and a segment of what it added.
+FORMAT_VERSION = 6
+# Older formats that ``qa.upgrade`` brings up to date (4 and 5 migrated, 2 and 3 embedded again).
+UPGRADABLE = (2, 3, 4, 5)
 MANIFEST = "manifest.json"
 
 
@@ -61,6 +63,29 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_VERIFIED: dict[tuple, str] = {}
+_VERIFIED_GUARD = threading.Lock()
+
+
+def checked_sha256(path: Path) -> str:
+    """SHA-256 of an index file, hashed once per process for a file not changed since.
+
+    A segment is written once and named by every later generation until merged;
+    hashing it again at every commit's reopen would make opening a new generation
+    cost the whole index. A file changed in place (same name, new size, time or
+    inode) is hashed again.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    with _VERIFIED_GUARD:
+        known = _VERIFIED.get(key)
+    if known is None:
+        known = sha256_file(path)
+        with _VERIFIED_GUARD:
+            _VERIFIED[key] = known
+    return known
 
 
 def fsync_dir(path: Path) -> None:
@@ -104,11 +129,13 @@ def generation_of(folder: Path) -> int | None:
         return read_manifest(folder)["generation"]
     except StoreError:
         return None
-FILE_NAMES = {
-    "catalog": re.compile(r"catalog-\d+\.sqlite"),
-    "passages": re.compile(r"passages-\d+\.faiss"),
-    "sentences": re.compile(r"sentences-\d+\.faiss"),
+LIVE_FILE = re.compile(r"live-\d+\.sqlite")
+SEGMENT_FILES = {
+    "catalog": re.compile(r"seg-\d+\.sqlite"),
+    "passages": re.compile(r"seg-\d+-passages\.faiss"),
+    "sentences": re.compile(r"seg-\d+-sentences\.faiss"),
 }
+_COUNTED = ("documents", "passages", "sentences")
 
 
 def _manifest_problem(manifest: dict) -> str | None:
@@ -122,12 +149,43 @@ def _manifest_problem(manifest: dict) -> str | None:
         return "no model dimension"
     if not isinstance(files, dict) or not isinstance(checksums, dict) or not isinstance(counts, dict):
         return "no file list"
-    for key, pattern in FILE_NAMES.items():
+    if not isinstance(files.get("live"), str) or not LIVE_FILE.fullmatch(files["live"]):
+        return "bad live file name"
+    if not isinstance(checksums.get("live"), str):
+        return "no live checksum"
+    if not all(isinstance(counts.get(k), int) for k in _COUNTED):
+        return "no counts"
+    next_ids = manifest.get("next_ids")
+    if not isinstance(next_ids, dict) or not all(isinstance(next_ids.get(k), int) for k in _COUNTED):
+        return "no next ids"
+    if not isinstance(manifest.get("next_segment"), int):
+        return "no next segment"
+    segments = manifest.get("segments")
+    if not isinstance(segments, list):
+        return "no segment list"
+    for number, segment in enumerate(segments):
+        problem = _segment_problem(segment)
+        if problem:
+            return f"segment {number}: {problem}"
+    return None
+
+
+def _segment_problem(segment) -> str | None:
+    if not isinstance(segment, dict):
+        return "not an object"
+    files, checksums, ids, counts = (segment.get(k) for k in ("files", "checksums", "ids", "counts"))
+    if not isinstance(files, dict) or not isinstance(checksums, dict):
+        return "no file list"
+    for key, pattern in SEGMENT_FILES.items():
         if not isinstance(files.get(key), str) or not pattern.fullmatch(files[key]):
             return f"bad {key} file name"
         if not isinstance(checksums.get(key), str):
             return f"no {key} checksum"
-    if not all(isinstance(counts.get(k), int) for k in ("documents", "passages", "sentences")):
+    if not isinstance(ids, dict) or not all(
+        isinstance(ids.get(k), list) and len(ids[k]) == 2 and all(isinstance(v, int) for v in ids[k]) for k in _COUNTED
+    ):
+        return "no id ranges"
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), int) for k in ("passages", "sentences")):
         return "no counts"
     return None
 

@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from embeddings import VectorIndex
+from embeddings.segments import Segment, SegmentedVectors
 from qa.storage.manifest import (
-    FILE_NAMES,
     REBUILD,
     IndexCorrupt,
     ModelInfo,
     generation_of,
+    checked_sha256,
     read_manifest,
-    sha256_file,
 )
 from qa.records import Document, OcrWord, Passage
+from qa.storage.segments import attach, connect, global_idf, removed_ids
 
 # A heading's words count, but less than the passage's own: a section title is
 # shared by every passage under it, so it says less about which one answers.
@@ -28,13 +29,8 @@ _BM25 = "bm25(passages_fts, 0.5, 1.0)"
 class Snapshot:
     """One committed generation, opened read-only. Safe to share between threads."""
 
-    def __init__(self, folder: str | os.PathLike, *, verify: bool = True, manifest: dict | None = None) -> None:
-        """``manifest`` opens the generation it names, as read from the folder: an outdated
-        one being migrated (``qa.storage.MIGRATIONS``); otherwise the live manifest is read and checked."""
+    def __init__(self, folder: str | os.PathLike, *, verify: bool = True) -> None:
         self.folder = Path(folder)
-        if manifest is not None:
-            self._open(manifest, verify)
-            return
         # A writer may commit (and delete the files just read about) while this
         # opens; then the manifest has changed and the newer generation is opened.
         for attempt in range(5):
@@ -49,29 +45,40 @@ class Snapshot:
 
     def _open(self, manifest: dict, verify: bool) -> None:
         self.manifest = manifest
-        files = self.manifest["files"]
-        paths = {key: self.folder / files[key] for key in FILE_NAMES}
-        for key, path in paths.items():
-            if not path.exists():
+        live = self.folder / manifest["files"]["live"]
+        checked = [(live, manifest["checksums"]["live"])]
+        for segment in manifest["segments"]:
+            checked += [(self.folder / segment["files"][key], segment["checksums"][key]) for key in segment["files"]]
+        for path, expected in checked:
+            if not path.is_file():
                 raise IndexCorrupt(f"index file {path} is missing; {REBUILD}")
-            if verify and sha256_file(path) != self.manifest["checksums"][key]:
+            if verify and checked_sha256(path) != expected:
                 raise IndexCorrupt(f"index file {path} fails its checksum; {REBUILD}")
         info = self.manifest["model"]
         self.model = ModelInfo(info["name"], info["dimension"], info["max_tokens"])
-        self._db = sqlite3.connect(f"file:{paths['catalog']}?mode=ro", uri=True, check_same_thread=False)
+        self._db = connect(live, read_only=True)
         self._lock = threading.Lock()
         try:
-            self.passage_vectors = VectorIndex.load(paths["passages"], self.model.dimension)
-            self.sentence_vectors = VectorIndex.load(paths["sentences"], self.model.dimension)
+            self._schemas = attach(self._db, self.folder, [s["files"]["catalog"] for s in manifest["segments"]])
+            removed_passages, removed_sentences = removed_ids(self._db)
+            self._removed = frozenset(removed_passages)
+            self.passage_vectors, self.sentence_vectors = (
+                SegmentedVectors(self.model.dimension, [
+                    Segment(VectorIndex.load(self.folder / s["files"][kind], self.model.dimension), *s["ids"][kind])
+                    for s in manifest["segments"]
+                ], excluded)
+                for kind, excluded in (("passages", removed_passages), ("sentences", removed_sentences))
+            )
             counts = self.manifest["counts"]
             if len(self.passage_vectors) != counts["passages"] or len(self.sentence_vectors) != counts["sentences"]:
                 raise IndexCorrupt(f"index {self.folder}: vector counts do not match the catalog; {REBUILD}")
         except (RuntimeError, ValueError) as exc:
             self._db.close()
             raise IndexCorrupt(f"cannot read vectors in {self.folder} ({str(exc).splitlines()[0]}); {REBUILD}") from exc
-        except IndexCorrupt:
+        except (IndexCorrupt, sqlite3.Error):
             self._db.close()
             raise
+        self._rows: list[int] | None = None  # passages in each segment's full-text index, read when first needed
 
     @property
     def generation(self) -> int:
@@ -225,20 +232,61 @@ class Snapshot:
         return doc_ids, passage_ids, sentence_ids
 
     def lexical(self, match: str, doc_ids: Sequence[int] | None = None) -> dict[int, float]:
-        """``passage id -> bm25`` of every passage matching an FTS5 MATCH expression; larger is better.
+        """``passage id -> bm25`` of every live passage matching an FTS5 MATCH expression; larger is better.
 
-        ``doc_ids`` restricts to those documents. All matches in one query, because
-        FTS5 scores every match to order them anyway, and because scoring chosen
-        passages with ``rowid IN (...)`` starts the query again for each of them,
-        counting each term's documents anew: 20 ms a question on SciFact's 15k
-        passages, against 7 for every match.
+        ``doc_ids`` restricts to those documents. One segment: all matches in one
+        query, because FTS5 scores every match to order them anyway, and because
+        scoring chosen passages with ``rowid IN (...)`` starts the query again for
+        each of them (20 ms a question on SciFact's 15k passages, against 7 for
+        every match). Several segments: see ``_lexical_segments``.
         """
-        sql = f"SELECT rowid, -{_BM25} FROM passages_fts WHERE passages_fts MATCH ?"
-        params: list = [match]
-        if doc_ids is not None:
-            sql += f" AND rowid IN (SELECT id FROM passages WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
-            params.extend(int(i) for i in doc_ids)
-        return dict(self._query(sql, params))
+        if not self._schemas:
+            return {}
+        if len(self._schemas) == 1:
+            sql = f"SELECT rowid, -{_BM25} FROM {self._schemas[0]}.passages_fts WHERE passages_fts MATCH ?"
+            params: list = [match]
+            if doc_ids is not None:
+                sql += f" AND rowid IN (SELECT id FROM passages WHERE doc_id IN ({','.join('?' * len(doc_ids))}))"
+                params.extend(int(i) for i in doc_ids)
+            found = dict(self._query(sql, params))
+        else:
+            found = self._lexical_segments(match)
+            if doc_ids is not None:
+                allowed = {r[0] for r in self._query_in("SELECT id FROM passages WHERE doc_id IN ({ids})", doc_ids)}
+                found = {pid: score for pid, score in found.items() if pid in allowed}
+        if self._removed:
+            found = {pid: score for pid, score in found.items() if pid not in self._removed}
+        return found
+
+    def _lexical_segments(self, match: str) -> dict[int, float]:
+        """bm25 over several segments, with the index-wide idf of each term.
+
+        Each segment's FTS5 table knows only its own rows, and a term's idf from
+        a small segment says little (in a segment of three passages a word in
+        two of them has none at all), so a document just added would rank by
+        its commit's luck. FTS5's bm25 is a sum over the query's terms of the
+        term's idf times a factor of its frequency in the passage, so each term
+        is queried alone and its scores rescaled by the idf over all segments
+        (rows and matches summed, removed documents counted until merged, as
+        Lucene counts them). Only the length normalisation stays per segment.
+        """
+        if self._rows is None:
+            self._rows = [self._query(f"SELECT COUNT(*) FROM {s}.passages")[0][0] for s in self._schemas]
+        total_rows = sum(self._rows)
+        scores: dict[int, float] = {}
+        for term in match.split(" OR "):
+            per_segment = [
+                self._query(f"SELECT rowid, -{_BM25} FROM {s}.passages_fts WHERE passages_fts MATCH ?", (term,))
+                for s in self._schemas
+            ]
+            idf = global_idf(total_rows, sum(len(rows) for rows in per_segment))
+            for rows, segment_rows in zip(per_segment, self._rows):
+                if not rows:
+                    continue
+                scale = idf / global_idf(segment_rows, len(rows))
+                for pid, score in rows:
+                    scores[pid] = scores.get(pid, 0.0) + score * scale
+        return scores
 
 
 def open_snapshot(folder: str | os.PathLike, *, verify: bool = True) -> Snapshot:

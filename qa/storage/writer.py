@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -29,93 +30,44 @@ from qa.records import OcrWord, PassageSpan, mean_confidence
 from qa.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST,
+    REBUILD,
+    IndexCorrupt,
     IndexLocked,
     IndexMissing,
     IndexOutdated,
     ModelInfo,
     StoreError,
     check_model,
+    checked_sha256,
     fsync_dir,
     read_manifest,
     sha256_file,
 )
-from qa.storage.snapshot import Snapshot
+from qa.storage.segments import (
+    COUNTED,
+    LIVE_SCHEMA,
+    OCR_WORDS_SCHEMA,
+    attach,
+    choose_merge,
+    connect,
+    copy_live_rows,
+    create_segment,
+    id_ranges,
+    removed_ids,
+    segment_files,
+)
 
 logger = logging.getLogger(__name__)
 
 LOCK = ".lock"
 
-_SCHEMA = """
-CREATE TABLE documents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sha256 TEXT NOT NULL UNIQUE,
-    format TEXT NOT NULL,
-    encoding TEXT,
-    text TEXT NOT NULL
-);
-CREATE TABLE paths (
-    path TEXT PRIMARY KEY,
-    doc_id INTEGER NOT NULL REFERENCES documents(id),
-    source TEXT,
-    size INTEGER,
-    mtime_ns INTEGER,
-    indexed_at REAL NOT NULL
-);
-CREATE INDEX paths_doc ON paths(doc_id);
-CREATE TABLE passages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc_id INTEGER NOT NULL REFERENCES documents(id),
-    seq INTEGER NOT NULL,
-    paragraph INTEGER NOT NULL,
-    window INTEGER NOT NULL,
-    windows INTEGER NOT NULL,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    page INTEGER,
-    section TEXT,
-    text TEXT NOT NULL,
-    ocr_confidence REAL  -- mean confidence (0-1) of its words read by OCR; NULL when none was
-);
-CREATE INDEX passages_doc ON passages(doc_id, seq, window);
-CREATE TABLE sentences (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    passage_id INTEGER NOT NULL REFERENCES passages(id),
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL
-);
-CREATE INDEX sentences_passage ON sentences(passage_id);
-CREATE TABLE passage_tokens (
-    passage_id INTEGER PRIMARY KEY REFERENCES passages(id),
-    sentences BLOB NOT NULL,
-    vectors BLOB NOT NULL
-);
-CREATE VIRTUAL TABLE passages_fts USING fts5(
-    section, text, content='passages', content_rowid='id',
-    tokenize='porter unicode61 remove_diacritics 2'
-);
-"""
-_OCR_WORDS = """
-CREATE TABLE ocr_words (
-    doc_id INTEGER NOT NULL REFERENCES documents(id),
-    page INTEGER NOT NULL,
-    line INTEGER NOT NULL,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    confidence REAL NOT NULL,
-    x0 REAL NOT NULL,
-    y0 REAL NOT NULL,
-    x1 REAL NOT NULL,
-    y1 REAL NOT NULL
-);
-CREATE INDEX ocr_words_doc ON ocr_words(doc_id, page, start);
-"""
-_SCHEMA += _OCR_WORDS
-
-# Earlier formats that the current one only adds to, and the SQL that adds it: nothing
-# stored changes meaning, so such an index is brought up to date on a copy of its
-# catalog, its vectors kept, with no embedding (``qa.upgrade``). Format 4 read no
-# scans, so its passages have no OCR confidence and its documents no OCR words.
-MIGRATIONS = {4: "ALTER TABLE passages ADD COLUMN ocr_confidence REAL;" + _OCR_WORDS}
+# Earlier formats that the current one only adds to, and the SQL that brings one's
+# single catalog up to date: nothing stored changes meaning, so such an index is
+# migrated with no embedding (``qa.upgrade``): its catalog becomes the first segment
+# (copied when SQL must change it, else linked, as its vector files are) and its
+# paths the live catalog. Format 4 read no scans, so its passages have no OCR
+# confidence and its documents no OCR words; format 5 differs only in being one catalog.
+MIGRATIONS = {4: "ALTER TABLE passages ADD COLUMN ocr_confidence REAL;" + OCR_WORDS_SCHEMA, 5: ""}
 
 
 @dataclass(frozen=True)
@@ -174,6 +126,7 @@ class Writer:
         self._db: sqlite3.Connection | None = None
         self._new_files: dict[str, Path] = {}
         self._old_files: list[Path] = []
+        self._merged_away: list[Path] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -215,7 +168,7 @@ class Writer:
             self._abort()
 
     def _begin(self) -> None:
-        migration = None  # the SQL that brings an outdated catalog up to date (``migrate``)
+        migrating = None  # the format of an outdated one-catalog index being migrated (``migrate``)
         try:
             manifest = read_manifest(self.folder)
         except IndexMissing:
@@ -225,46 +178,110 @@ class Writer:
             if not (self.fresh or (self.migrate and manifest.get("format") in MIGRATIONS)):
                 raise
             if not self.fresh:
-                migration = MIGRATIONS[manifest["format"]]
+                migrating = manifest["format"]
         self._remove_stray_files(manifest)
-        generation = (manifest["generation"] if manifest else 0) + 1
-        self.generation = generation
-        self._new_files = {
-            "catalog": self.folder / f"catalog-{generation}.sqlite",
-            "passages": self.folder / f"passages-{generation}.faiss",
-            "sentences": self.folder / f"sentences-{generation}.faiss",
-        }
-        dim = self.model.dimension
+        self.generation = (manifest["generation"] if manifest else 0) + 1
         if manifest:
             check_model(manifest, self.model, self.folder)
-            self._old_files = [self.folder / name for name in manifest["files"].values()]
-        if manifest and not self.fresh:
-            old = Snapshot(self.folder, verify=True, manifest=manifest if migration else None)
+            self._old_files = [self.folder / name for name in live_file_names(manifest)]
+        live = self.folder / f"live-{self.generation}.sqlite"
+        self._new_files = {"live": live}
+        if migrating is not None:
+            self._migrate(manifest, live)
+        elif manifest and not self.fresh:
+            # Only the live catalog is copied (and checked): the segments are read where they
+            # lie, and a commit that merges some checks those first.
+            old_live = self.folder / manifest["files"]["live"]
+            if sha256_file(old_live) != manifest["checksums"]["live"]:
+                raise IndexCorrupt(f"index file {old_live} fails its checksum; {REBUILD}")
+            source = connect(old_live, read_only=True)
+            target = sqlite3.connect(live)
             try:
-                self._db = sqlite3.connect(self._new_files["catalog"])
-                with old._lock:
-                    old._db.backup(self._db)
-                if migration:
-                    self._db.executescript(migration)
-                self.passage_vectors = old.passage_vectors
-                self.sentence_vectors = old.sentence_vectors
+                source.backup(target)
             finally:
-                old.close()
+                source.close()
+                target.close()
+            self._segments = [dict(segment) for segment in manifest["segments"]]
+            # Building on a damaged segment would hide the damage until a reader met it.
+            for segment in self._segments:
+                for key, name in segment["files"].items():
+                    path = self.folder / name
+                    if not path.is_file() or checked_sha256(path) != segment["checksums"][key]:
+                        raise IndexCorrupt(f"index file {path} is missing or fails its checksum; {REBUILD}")
+            self._next_ids = dict(manifest["next_ids"])
+            self._next_segment = manifest["next_segment"]
+            self._counts = {k: manifest["counts"][k] for k in ("passages", "sentences")}
         else:  # a new index, or a fresh start (``fresh``)
-            self._db = sqlite3.connect(self._new_files["catalog"])
-            self._db.executescript(_SCHEMA)
-            self.passage_vectors = VectorIndex(dim)
-            self.sentence_vectors = VectorIndex(dim)
+            db = sqlite3.connect(live)
+            db.executescript(LIVE_SCHEMA)
+            db.close()
+            self._segments = []
+            self._next_ids = {table: 1 for table in COUNTED}
+            self._next_segment = 1
+            self._counts = {"passages": 0, "sentences": 0}
+        number = self._next_segment
+        names = segment_files(number)
+        self._new_files.update({key: self.folder / name for key, name in names.items()})
+        create_segment(self._new_files["catalog"], self._next_ids)
+        self._db = connect(live, read_only=False)
+        self._schemas = attach(self._db, self.folder, [s["files"]["catalog"] for s in self._segments],
+                               writable=names["catalog"])
+        dim = self.model.dimension
+        self.passage_vectors = VectorIndex(dim)  # the new segment's
+        self.sentence_vectors = VectorIndex(dim)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("BEGIN")
 
+    def _migrate(self, manifest: dict, live: Path) -> None:
+        """Make an outdated one-catalog generation the first segment, its paths the live catalog."""
+        old = {key: self.folder / manifest["files"][key] for key in ("catalog", "passages", "sentences")}
+        for key, path in old.items():
+            if not path.is_file() or sha256_file(path) != manifest["checksums"][key]:
+                raise IndexCorrupt(f"index file {path} is missing or fails its checksum; {REBUILD}")
+        number = 1
+        names = segment_files(number)
+        targets = {key: self.folder / name for key, name in names.items()}
+        self._new_files.update({f"migrated-{key}": path for key, path in targets.items()})
+        sql = MIGRATIONS[manifest["format"]]
+        if sql:  # the catalog changes: on a copy
+            source = sqlite3.connect(f"file:{old['catalog']}?mode=ro", uri=True)
+            target = sqlite3.connect(targets["catalog"])
+            try:
+                source.backup(target)
+                target.executescript(sql)
+                target.commit()
+            finally:
+                source.close()
+                target.close()
+        else:
+            _link(old["catalog"], targets["catalog"])
+        _link(old["passages"], targets["passages"])
+        _link(old["sentences"], targets["sentences"])
+        db = sqlite3.connect(live)
+        try:
+            db.executescript(LIVE_SCHEMA)
+            db.execute("ATTACH DATABASE ? AS s0", (str(targets["catalog"]),))
+            db.execute("INSERT INTO main.paths SELECT path, doc_id, source, size, mtime_ns, indexed_at FROM s0.paths")
+            db.commit()
+            ranges = id_ranges(db, "s0")
+            stored = {t: db.execute(f"SELECT COUNT(*) FROM s0.{t}").fetchone()[0] for t in ("passages", "sentences")}
+        finally:
+            db.close()
+        self._segments = [{
+            "number": number, "files": names, "ids": ranges, "counts": stored,
+            "checksums": {key: sha256_file(path) for key, path in targets.items()},
+        }]
+        self._next_ids = {t: ranges[t][1] + 1 if ranges[t][1] >= 0 else 1 for t in COUNTED}
+        self._next_segment = number + 1
+        self._counts = dict(stored)
+
     def _remove_stray_files(self, manifest: dict | None) -> None:
         """Delete files left by a writer that crashed before its commit."""
-        live = set(manifest["files"].values()) if manifest else set()
+        live = set(live_file_names(manifest)) if manifest else set()
         for path in self.folder.iterdir():
             if path.name in live or path.name in (MANIFEST, LOCK):
                 continue
-            if path.name.startswith(("catalog-", "passages-", "sentences-", MANIFEST + ".")):
+            if path.name.startswith(("live-", "seg-", "catalog-", "passages-", "sentences-", MANIFEST + ".")):
                 path.unlink(missing_ok=True)
 
     def discard(self) -> None:
@@ -277,6 +294,7 @@ class Writer:
             self._db = None
         for path in self._new_files.values():
             path.unlink(missing_ok=True)
+            Path(f"{path}-journal").unlink(missing_ok=True)
         self._release()
 
     def _release(self) -> None:
@@ -298,43 +316,60 @@ class Writer:
         return {row[0]: PathState(*row[1:]) for row in rows}
 
     def has_content(self, sha256: str) -> bool:
-        return self._db.execute("SELECT 1 FROM documents WHERE sha256 = ?", (sha256,)).fetchone() is not None
+        return self._live_doc(sha256) is not None
+
+    def _live_doc(self, sha256: str) -> int | None:
+        row = self._db.execute(
+            "SELECT id FROM documents WHERE sha256 = ? AND id NOT IN (SELECT doc_id FROM main.removed)", (sha256,)
+        ).fetchone()
+        return row[0] if row else None
 
     # -- changes -------------------------------------------------------------------
 
     def touch_path(self, path: str, *, size: int, mtime_ns: int) -> None:
         """Record a new stat for an unchanged file, so the next check need not read it."""
-        self._db.execute("UPDATE paths SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+        self._db.execute("UPDATE main.paths SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
 
     def remove_document(self, path: str) -> int:
         """Forget ``path``; its content goes too unless another path shares it.
 
+        Content stored by this writer is deleted; content in a committed segment
+        is marked removed (its segment is never rewritten; a merge drops it).
         Returns the number of passages removed from the index.
         """
-        row = self._db.execute("SELECT doc_id FROM paths WHERE path = ?", (path,)).fetchone()
+        row = self._db.execute("SELECT doc_id FROM main.paths WHERE path = ?", (path,)).fetchone()
         if row is None:
             return 0
         doc_id = row[0]
-        self._db.execute("DELETE FROM paths WHERE path = ?", (path,))
-        if self._db.execute("SELECT 1 FROM paths WHERE doc_id = ?", (doc_id,)).fetchone():
+        self._db.execute("DELETE FROM main.paths WHERE path = ?", (path,))
+        if self._db.execute("SELECT 1 FROM main.paths WHERE doc_id = ?", (doc_id,)).fetchone():
             return 0
-        passages = self._db.execute("SELECT id, section, text FROM passages WHERE doc_id = ?", (doc_id,)).fetchall()
+        if doc_id < self._next_ids["documents"]:  # in a committed segment
+            passages = self._db.execute("SELECT COUNT(*) FROM passages WHERE doc_id = ?", (doc_id,)).fetchone()[0]
+            sentences = self._db.execute(
+                "SELECT COUNT(*) FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id = ?", (doc_id,)
+            ).fetchone()[0]
+            self._db.execute("INSERT INTO main.removed(doc_id) VALUES (?)", (doc_id,))
+            self._counts["passages"] -= passages
+            self._counts["sentences"] -= sentences
+            return passages
+        passages = self._db.execute("SELECT id, section, text FROM new.passages WHERE doc_id = ?", (doc_id,)).fetchall()
         sentence_ids = [
             r[0]
             for r in self._db.execute(
-                "SELECT s.id FROM sentences s JOIN passages p ON p.id = s.passage_id WHERE p.doc_id = ?", (doc_id,)
+                "SELECT s.id FROM new.sentences s JOIN new.passages p ON p.id = s.passage_id WHERE p.doc_id = ?",
+                (doc_id,),
             )
         ]
         self._db.executemany(
-            "INSERT INTO passages_fts(passages_fts, rowid, section, text) VALUES('delete', ?, ?, ?)", passages
+            "INSERT INTO new.passages_fts(passages_fts, rowid, section, text) VALUES('delete', ?, ?, ?)", passages
         )
-        self._db.execute("DELETE FROM sentences WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,))
-        self._db.execute(
-            "DELETE FROM passage_tokens WHERE passage_id IN (SELECT id FROM passages WHERE doc_id = ?)", (doc_id,)
-        )
-        self._db.execute("DELETE FROM passages WHERE doc_id = ?", (doc_id,))
-        self._db.execute("DELETE FROM ocr_words WHERE doc_id = ?", (doc_id,))
-        self._db.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        of_doc = "(SELECT id FROM new.passages WHERE doc_id = ?)"
+        self._db.execute(f"DELETE FROM new.sentences WHERE passage_id IN {of_doc}", (doc_id,))
+        self._db.execute(f"DELETE FROM new.passage_tokens WHERE passage_id IN {of_doc}", (doc_id,))
+        self._db.execute("DELETE FROM new.passages WHERE doc_id = ?", (doc_id,))
+        self._db.execute("DELETE FROM new.ocr_words WHERE doc_id = ?", (doc_id,))
+        self._db.execute("DELETE FROM new.documents WHERE id = ?", (doc_id,))
         self.passage_vectors.remove([p[0] for p in passages])
         self.sentence_vectors.remove(sentence_ids)
         return len(passages)
@@ -342,13 +377,13 @@ class Writer:
     def _put_path(self, path: str, doc_id: int, source: str | None, size: int | None, mtime_ns: int | None) -> None:
         self.remove_document(path)
         self._db.execute(
-            "INSERT INTO paths(path, doc_id, source, size, mtime_ns, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO main.paths(path, doc_id, source, size, mtime_ns, indexed_at) VALUES (?, ?, ?, ?, ?, ?)",
             (path, doc_id, source, size, mtime_ns, time.time()),
         )
 
     def add_alias(self, path: str, *, sha256: str, source: str | None, size: int | None, mtime_ns: int | None) -> None:
         """Store ``path`` as one more name of content already in the index (no embedding)."""
-        doc_id = self._db.execute("SELECT id FROM documents WHERE sha256 = ?", (sha256,)).fetchone()[0]
+        doc_id = self._live_doc(sha256)
         self._put_path(path, doc_id, source, size, mtime_ns)
 
     def add_document(
@@ -378,13 +413,13 @@ class Writer:
         """
         self.remove_document(path)
         cur = self._db.execute(
-            "INSERT INTO documents(sha256, format, encoding, text) VALUES (?, ?, ?, ?)",
+            "INSERT INTO new.documents(sha256, format, encoding, text) VALUES (?, ?, ?, ?)",
             (sha256, format, encoding, text),
         )
         doc_id = cur.lastrowid
         self._put_path(path, doc_id, source, size, mtime_ns)
         self._db.executemany(
-            "INSERT INTO ocr_words(doc_id, page, line, start, end, confidence, x0, y0, x1, y1) "
+            "INSERT INTO new.ocr_words(doc_id, page, line, start, end, confidence, x0, y0, x1, y1) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(doc_id, w.page, w.line, w.start, w.end, w.confidence, w.x0, w.y0, w.x1, w.y1) for w in ocr_words],
         )
@@ -397,7 +432,7 @@ class Writer:
             body = text[span.start : span.end]
             ocr = mean_confidence(ocr_words, span.start, span.end, ends) if ocr_words else None
             cur = self._db.execute(
-                "INSERT INTO passages(doc_id, seq, paragraph, window, windows, start, end, page, section, text, "
+                "INSERT INTO new.passages(doc_id, seq, paragraph, window, windows, start, end, page, section, text, "
                 "ocr_confidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (doc_id, span.paragraph, stored.paragraph, span.window, span.windows, span.start, span.end,
                  stored.page, stored.section, body, ocr),
@@ -405,18 +440,18 @@ class Writer:
             passage_id = cur.lastrowid
             passage_ids.append(passage_id)
             self._db.execute(
-                "INSERT INTO passages_fts(rowid, section, text) VALUES (?, ?, ?)", (passage_id, stored.section, body)
+                "INSERT INTO new.passages_fts(rowid, section, text) VALUES (?, ?, ?)", (passage_id, stored.section, body)
             )
             for sentence in span.sentences:
                 cur = self._db.execute(
-                    "INSERT INTO sentences(passage_id, start, end) VALUES (?, ?, ?)",
+                    "INSERT INTO new.sentences(passage_id, start, end) VALUES (?, ?, ?)",
                     (passage_id, sentence.start, sentence.end),
                 )
                 sentence_ids.append(cur.lastrowid)
             if passage_tokens is not None:
                 numbers, vectors = passage_tokens
                 self._db.execute(
-                    "INSERT INTO passage_tokens(passage_id, sentences, vectors) VALUES (?, ?, ?)",
+                    "INSERT INTO new.passage_tokens(passage_id, sentences, vectors) VALUES (?, ?, ?)",
                     (passage_id, np.asarray(numbers, dtype=np.uint16).tobytes(), pack_tokens(vectors)),
                 )
         self.passage_vectors.add(passage_ids, passage_vectors)
@@ -425,31 +460,69 @@ class Writer:
     # -- commit ----------------------------------------------------------------------
 
     def commit(self) -> dict:
-        """Flush the new generation and make it live by replacing the manifest."""
+        """Flush the new segment and live catalog and make them live by replacing the manifest.
+
+        A commit writes what changed: the live catalog (paths and removals, copied
+        whole, small) and a segment of the documents it added; the committed
+        segments are not touched unless more than ``MAX_SEGMENTS`` would remain,
+        and then the smallest run of neighbours is merged into one.
+        """
         db = self._db
         db.commit()
-        counts = {
-            "documents": db.execute("SELECT COUNT(*) FROM paths").fetchone()[0],
-            "passages": db.execute("SELECT COUNT(*) FROM passages").fetchone()[0],
-            "sentences": db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0],
-        }
-        if counts["passages"] != len(self.passage_vectors) or counts["sentences"] != len(self.sentence_vectors):
+        stored = {t: db.execute(f"SELECT COUNT(*) FROM new.{t}").fetchone()[0] for t in ("passages", "sentences")}
+        if stored["passages"] != len(self.passage_vectors) or stored["sentences"] != len(self.sentence_vectors):
             raise StoreError("internal error: vector and catalog counts differ; nothing was committed")
-        db.execute("PRAGMA journal_mode = DELETE")
+        counts = {
+            "documents": db.execute("SELECT COUNT(*) FROM main.paths").fetchone()[0],
+            "passages": self._counts["passages"] + stored["passages"],
+            "sentences": self._counts["sentences"] + stored["sentences"],
+        }
+        segments = list(self._segments)
+        schemas = self._schemas[1:]  # the committed segments' schema names, in order
+        has_new = db.execute("SELECT 1 FROM new.documents LIMIT 1").fetchone() is not None
+        next_ids = dict(self._next_ids)
+        next_segment = self._next_segment
+        if has_new:
+            ranges = id_ranges(db, "new")
+            next_ids = {t: max(next_ids[t], ranges[t][1] + 1) for t in COUNTED}
+            segments.append({"number": next_segment, "files": segment_files(next_segment), "ids": ranges,
+                             "counts": stored})
+            schemas.append("new")
+            next_segment += 1
+            self.passage_vectors.save(self._new_files["passages"])
+            self.sentence_vectors.save(self._new_files["sentences"])
+            fresh = {"passages": self.passage_vectors, "sentences": self.sentence_vectors}
+        else:
+            fresh = {}
+        run = choose_merge([s["counts"]["passages"] for s in segments])
+        if run is not None:
+            merged = self._merge(db, segments[run[0] : run[1]], schemas[run[0] : run[1]], next_segment, fresh)
+            segments[run[0] : run[1]] = [merged]
+            next_segment += 1
+        db.commit()
         db.close()
         self._db = None
-        with open(self._new_files["catalog"], "rb+") as handle:
-            os.fsync(handle.fileno())
-        self.passage_vectors.save(self._new_files["passages"])
-        self.sentence_vectors.save(self._new_files["sentences"])
+        for key in ("live", "catalog"):
+            _fsync(self._new_files[key])
+        if not has_new:  # nothing added: no new segment
+            for key in ("catalog", "passages", "sentences"):
+                self._new_files.pop(key).unlink(missing_ok=True)
+        for segment in segments:
+            if "checksums" not in segment:  # written by this commit
+                segment["checksums"] = {
+                    key: sha256_file(self.folder / name) for key, name in segment["files"].items()
+                }
         manifest = {
             "format": FORMAT_VERSION,
             "generation": self.generation,
             "model": {"name": self.model.name, "dimension": self.model.dimension, "max_tokens": self.model.max_tokens},
             "settings": self.settings,
             "counts": counts,
-            "files": {key: path.name for key, path in self._new_files.items()},
-            "checksums": {key: sha256_file(path) for key, path in self._new_files.items()},
+            "files": {"live": self._new_files["live"].name},
+            "checksums": {"live": sha256_file(self._new_files["live"])},
+            "segments": segments,
+            "next_ids": next_ids,
+            "next_segment": next_segment,
             "committed_at": time.time(),
         }
         staging = self.folder / f"{MANIFEST}.{os.getpid()}.tmp"
@@ -460,9 +533,79 @@ class Writer:
         os.replace(staging, self.folder / MANIFEST)
         self._new_files = {}  # live now: an error from here on must not delete them
         fsync_dir(self.folder)
-        live = set(manifest["files"].values())
-        for old in self._old_files:
+        live = set(live_file_names(manifest))
+        for old in self._old_files + self._merged_away:
             if old.name not in live:
                 old.unlink(missing_ok=True)
-        logger.info("committed generation %d of %s: %s", self.generation, self.folder, counts)
+        logger.info("committed generation %d of %s: %s in %d segments", self.generation, self.folder, counts,
+                    len(segments))
         return manifest
+
+    def _merge(self, db: sqlite3.Connection, run: list[dict], schemas: list[str], number: int,
+               fresh: dict[str, VectorIndex]) -> dict:
+        """One segment of the live documents of neighbouring segments ``run`` (attached as ``schemas``)."""
+        names = segment_files(number)
+        paths = {key: self.folder / name for key, name in names.items()}
+        self._new_files.update({f"merged-{key}": path for key, path in paths.items()})
+        for segment in run:  # read from disk: checked first
+            if "checksums" in segment:
+                for key, name in segment["files"].items():
+                    if checked_sha256(self.folder / name) != segment["checksums"][key]:
+                        raise IndexCorrupt(f"index file {self.folder / name} fails its checksum; {REBUILD}")
+        create_segment(paths["catalog"], {t: 1 for t in COUNTED})
+        db.execute("ATTACH DATABASE ? AS merged", (str(paths["catalog"]),))
+        removed_passages, removed_sentences = removed_ids(db)
+        excluded = {"passages": np.asarray(removed_passages, np.int64), "sentences": np.asarray(removed_sentences, np.int64)}
+        for schema in schemas:
+            copy_live_rows(db, schema, "merged")
+        db.execute("INSERT INTO merged.passages_fts(passages_fts) VALUES('rebuild')")
+        for schema in schemas:
+            db.execute(f"DELETE FROM main.removed WHERE doc_id IN (SELECT id FROM {schema}.documents)")
+        db.commit()
+        stored = {t: db.execute(f"SELECT COUNT(*) FROM merged.{t}").fetchone()[0] for t in ("passages", "sentences")}
+        db.execute("DETACH DATABASE merged")
+        for kind in ("passages", "sentences"):
+            vectors = VectorIndex(self.model.dimension)
+            for segment in run:
+                source = fresh[kind] if "checksums" not in segment else VectorIndex.load(
+                    self.folder / segment["files"][kind], self.model.dimension)
+                for ids, rows in source.chunks():
+                    keep = ~np.isin(ids, excluded[kind])
+                    vectors.add(ids[keep], rows[keep])
+            if len(vectors) != stored[kind]:
+                raise StoreError("internal error: merged vector and catalog counts differ; nothing was committed")
+            vectors.save(paths[kind])
+        _fsync(paths["catalog"])
+        for segment in run:
+            if "checksums" in segment:
+                self._merged_away += [self.folder / name for name in segment["files"].values()]
+        if any("checksums" not in segment for segment in run):  # this commit's own segment, merged at once
+            self._merged_away += [self._new_files[key] for key in ("catalog", "passages", "sentences")]
+        ranges = {t: [min(s["ids"][t][0] for s in run if s["ids"][t][1] >= 0),
+                      max(s["ids"][t][1] for s in run)] for t in COUNTED}
+        logger.info("merged %d segments into segment %d (%d passages)", len(run), number, stored["passages"])
+        return {"number": number, "files": names, "ids": ranges, "counts": stored}
+
+
+def live_file_names(manifest: dict) -> list[str]:
+    """Every file a committed generation consists of (either format: one catalog, or segments)."""
+    if "segments" not in manifest:
+        return list(manifest.get("files", {}).values())
+    names = list(manifest["files"].values())
+    for segment in manifest["segments"]:
+        names += segment["files"].values()
+    return names
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a second name of ``source`` (a file never written again), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        _fsync(target)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
