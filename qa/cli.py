@@ -390,6 +390,28 @@ def info(index: str | None, model: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@index_option
+def compact(index: str | None) -> None:
+    """Merge the index's segments into one and reclaim what removed documents took.
+
+    Each commit writes only what it changed, as a new segment, and merges
+    small segments as it goes; this rewrites the index once, as a full
+    re-index's commit would, without embedding anything.
+
+    \b
+    Example:
+        qa compact --index ./my-index
+    """
+    qa = _open(index, None)
+    try:
+        report = qa.compact()
+    except Exception as exc:
+        raise _fail(exc) from exc
+    click.echo(f"{qa.index_dir}: {report['segments_before']} segments -> {report['segments_after']}, "
+               f"{report['passages']} passages")
+
+
+@cli.command()
 @click.argument("docs", nargs=-1, required=True)
 @index_option
 def remove(docs: tuple[str, ...], index: str | None) -> None:

@@ -286,6 +286,20 @@ class QA:
                 writer.remove_document(name)
         return names
 
+    def compact(self) -> dict:
+        """Merge the index's segments into one, dropping what removed documents left in them.
+
+        Commits merge small segments as they go; this rewrites everything once
+        (as long as a full index copy), for the fewest files and the least disk.
+        Returns ``{"segments": before, "after": 1, ...}``.
+        """
+        before = read_manifest(self.index_dir)
+        with Writer(self.index_dir, self._lazy_model_info()) as writer:
+            writer.compact()
+        after = read_manifest(self.index_dir)
+        return {"segments_before": len(before["segments"]), "segments_after": len(after["segments"]),
+                "passages": after["counts"]["passages"], "generation": after["generation"]}
+
     def _lazy_model_info(self) -> ModelInfo:
         """The model facts a writer checks, without loading a model when the index knows them."""
         try:

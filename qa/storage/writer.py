@@ -127,6 +127,7 @@ class Writer:
         self._new_files: dict[str, Path] = {}
         self._old_files: list[Path] = []
         self._merged_away: list[Path] = []
+        self._compact = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -481,20 +482,22 @@ class Writer:
         schemas = self._schemas[1:]  # the committed segments' schema names, in order
         has_new = db.execute("SELECT 1 FROM new.documents LIMIT 1").fetchone() is not None
         next_ids = dict(self._next_ids)
-        next_segment = self._next_segment
+        next_segment = self._next_segment + 1  # the new segment's number is spent, kept or not
         if has_new:
             ranges = id_ranges(db, "new")
             next_ids = {t: max(next_ids[t], ranges[t][1] + 1) for t in COUNTED}
-            segments.append({"number": next_segment, "files": segment_files(next_segment), "ids": ranges,
-                             "counts": stored})
+            segments.append({"number": self._next_segment, "files": segment_files(self._next_segment),
+                             "ids": ranges, "counts": stored})
             schemas.append("new")
-            next_segment += 1
             self.passage_vectors.save(self._new_files["passages"])
             self.sentence_vectors.save(self._new_files["sentences"])
             fresh = {"passages": self.passage_vectors, "sentences": self.sentence_vectors}
         else:
             fresh = {}
-        run = choose_merge([s["counts"]["passages"] for s in segments])
+        if self._compact and (len(segments) > 1 or (segments and self._has_removed(db))):
+            run = (0, len(segments))
+        else:
+            run = choose_merge([s["counts"]["passages"] for s in segments])
         if run is not None:
             merged = self._merge(db, segments[run[0] : run[1]], schemas[run[0] : run[1]], next_segment, fresh)
             segments[run[0] : run[1]] = [merged]
@@ -540,6 +543,14 @@ class Writer:
         logger.info("committed generation %d of %s: %s in %d segments", self.generation, self.folder, counts,
                     len(segments))
         return manifest
+
+    def compact(self) -> None:
+        """Have the commit merge every segment into one, leaving out removed documents (``qa compact``)."""
+        self._compact = True
+
+    @staticmethod
+    def _has_removed(db: sqlite3.Connection) -> bool:
+        return db.execute("SELECT 1 FROM main.removed LIMIT 1").fetchone() is not None
 
     def _merge(self, db: sqlite3.Connection, run: list[dict], schemas: list[str], number: int,
                fresh: dict[str, VectorIndex]) -> dict:
