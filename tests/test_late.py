@@ -19,7 +19,7 @@ from embeddings.tokens import TokenVectors, pack, unpack
 from qa import QA
 from qa.late import NO_SENTENCE, late_scores, passage_tokens, question_tokens
 from qa.lexical import STOP_WORDS
-from qa.storage import read_manifest, sha256_file
+from qa.storage import open_snapshot, read_manifest, sha256_file
 
 KESTREL = "000_kestrel_bay_tidal_barrier.txt"
 
@@ -116,9 +116,12 @@ def test_late_interaction_prefers_the_passage_that_answers(real_embedder):
 
 
 def _tokens_table(index: Path) -> dict[int, tuple[bytes, bytes]]:
-    catalog = index / read_manifest(index)["files"]["catalog"]
-    with sqlite3.connect(catalog) as db:
-        return {row[0]: (row[1], row[2]) for row in db.execute("SELECT passage_id, sentences, vectors FROM passage_tokens")}
+    """Every token row the index's segments hold (removed documents' too, until merged)."""
+    snapshot = open_snapshot(index)
+    try:
+        return {row[0]: (row[1], row[2]) for row in snapshot._query("SELECT passage_id, sentences, vectors FROM passage_tokens")}
+    finally:
+        snapshot.close()
 
 
 @pytest.mark.model
@@ -160,11 +163,12 @@ def test_hybrid_adds_late_interaction_and_an_index_without_tokens_ranks_as_fused
     copy = tmp_path / "index"
     shutil.copytree(article_index, copy)
     manifest = read_manifest(copy)
-    catalog = copy / manifest["files"]["catalog"]
+    (segment,) = manifest["segments"]
+    catalog = copy / segment["files"]["catalog"]
     with sqlite3.connect(catalog) as db:
         db.execute("DELETE FROM passage_tokens")
     db.close()
-    manifest["checksums"]["catalog"] = sha256_file(catalog)  # as if it had been written so
+    segment["checksums"]["catalog"] = sha256_file(catalog)  # as if it had been written so
     (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     bare = QA(copy, embedder=real_embedder)
     for question in questions:
@@ -178,9 +182,15 @@ def test_removing_a_document_removes_its_token_vectors(article_index, real_embed
     shutil.copytree(article_index, copy)
     qa = QA(copy, embedder=real_embedder)
     kept = [d.path for d in qa.documents() if not d.path.endswith(KESTREL)]
+    removed = {p.id for d in qa.documents() if d.path.endswith(KESTREL) for p in qa.snapshot().passages_of(d.path)}
     qa.remove([d.path for d in qa.documents() if d.path.endswith(KESTREL)])
     remaining = {p.id for path in kept for p in qa.snapshot().passages_of(path)}
-    assert set(_tokens_table(copy)) == remaining and remaining
+    # Marked removed in their segment, never read again; the next merge drops them.
+    assert set(_tokens_table(copy)) == remaining | removed and remaining and removed
+    assert set(qa.snapshot().passage_tokens(removed)) == removed  # still stored, but:
+    assert not {h.passage.id for h in qa.ask("Kestrel Bay tidal barrier", k=20).hits} & removed
+    qa.compact()
+    assert set(_tokens_table(copy)) == remaining
 
 
 class _Recording:

@@ -24,6 +24,7 @@ from qa.cli import cli
 from qa.records import OcrWord, mean_confidence
 from qa.pageview import pdf_layout, render_image, render_page
 from qa.read import read_document
+from indexfiles import as_one_catalog
 from scans import FONT, SIZE, draw_page, save_pdf
 
 pytestmark = pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed (make test installs it)")
@@ -351,12 +352,11 @@ def test_an_upgrade_keeps_the_words_ocr_read(scans, real_embedder, tmp_path):
     qa.index([one])
     before_words = qa.snapshot().ocr_words("one/archive.tiff")
     before = [(p.start, p.end, p.ocr_confidence) for p in qa.snapshot().passages_of("one/archive.tiff")]
-    manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
     # A format upgraded by embedding again (2), on a catalog that has the OCR words, as a
-    # later format's will have: the rewrite must carry them over. (Format 4 had no OCR
-    # words and is migrated without embedding: test_upgrade.py.)
-    manifest["format"] = 2
-    (index / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    # later format's will have: the rewrite must carry them over. (Formats 4 and 5 are
+    # migrated without embedding: test_upgrade.py.)
+    as_one_catalog(index, 2)
+    manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
     assert qa.outdated()
     (one / "archive.tiff").unlink()  # the upgrade reads the catalog, not the files
     qa.upgrade()

@@ -8,12 +8,10 @@ the machine). The workers load the real model. ``pytest -m ray`` runs these alon
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -121,14 +119,13 @@ def _docs(root: Path) -> Path:
 
 def _contents(index: Path) -> dict:
     """Every passage of an index, keyed by where it is cited, with its sentences and all its vectors."""
-    from embeddings import VectorIndex
     from embeddings.tokens import unpack
+    from qa.storage import open_snapshot
 
-    manifest = json.loads((index / "manifest.json").read_text())
-    files, dim = manifest["files"], manifest["model"]["dimension"]
-    db = sqlite3.connect(index / files["catalog"])
-    passages = VectorIndex.load(index / files["passages"], dim)
-    sentences = VectorIndex.load(index / files["sentences"], dim)
+    snapshot = open_snapshot(index)  # every segment through one connection
+    dim = snapshot.model.dimension
+    db = snapshot._db
+    passages, sentences = snapshot.passage_vectors, snapshot.sentence_vectors
     out = {}
     rows = db.execute(
         "SELECT pa.path, p.id, p.paragraph, p.window, p.start, p.end, p.page, p.section, p.text, p.ocr_confidence "
@@ -152,7 +149,7 @@ def _contents(index: Path) -> dict:
         "FROM ocr_words w JOIN paths pa ON pa.doc_id = w.doc_id ORDER BY pa.path, w.start"
     ).fetchall()
     out[("ocr words",)] = {"citation": words}
-    db.close()
+    snapshot.close()
     return out
 
 
