@@ -78,7 +78,9 @@ def test_upgrade_keeps_the_citations_and_answers_of_a_new_index(old_index, real_
     qa = QA(old_index, embedder=real_embedder)
     before_files = set(p.name for p in old_index.iterdir())
     found = read_manifest_raw(old_index)["format"]
-    db = sqlite3.connect(old_index / read_manifest_raw(old_index)["files"]["catalog"])
+    old_files = {key: old_index / name for key, name in read_manifest_raw(old_index)["files"].items()}
+    inodes = {key: path.stat().st_ino for key, path in old_files.items()}
+    db = sqlite3.connect(old_files["catalog"])
     old_rows = db.execute("SELECT p.start, p.end, p.paragraph, p.text FROM passages p ORDER BY p.id").fetchall()
     db.close()
 
@@ -88,6 +90,11 @@ def test_upgrade_keeps_the_citations_and_answers_of_a_new_index(old_index, real_
     assert sorted(report.updated) == sorted(d.path for d in qa.documents())
     if found in (4, 5):  # migrated (formats 5 and 6 only added to them), nothing embedded again
         assert report.passages_embedded == 0
+        (segment,) = read_manifest(old_index)["segments"]
+        linked = {key: (old_index / segment["files"][key]).stat().st_ino for key in inodes}
+        # The vectors, and format 5's catalog, become the first segment as they are: linked, not copied.
+        assert linked["passages"] == inodes["passages"] and linked["sentences"] == inodes["sentences"]
+        assert (linked["catalog"] == inodes["catalog"]) == (found == 5)
     else:
         assert report.passages_embedded == len(old_rows)  # each stored passage once: the copy shares its content
     # The same documents, paths (the copy still names the same content), passages and sentences.

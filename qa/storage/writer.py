@@ -268,10 +268,10 @@ class Writer:
             stored = {t: db.execute(f"SELECT COUNT(*) FROM s0.{t}").fetchone()[0] for t in ("passages", "sentences")}
         finally:
             db.close()
-        self._segments = [{
-            "number": number, "files": names, "ids": ranges, "counts": stored,
-            "checksums": {key: sha256_file(path) for key, path in targets.items()},
-        }]
+        # A linked file is the old one: its checksum, checked above, is its own.
+        checksums = {key: sha256_file(path) if (key == "catalog" and sql) else manifest["checksums"][key]
+                     for key, path in targets.items()}
+        self._segments = [{"number": number, "files": names, "ids": ranges, "counts": stored, "checksums": checksums}]
         self._next_ids = {t: ranges[t][1] + 1 if ranges[t][1] >= 0 else 1 for t in COUNTED}
         self._next_segment = number + 1
         self._counts = dict(stored)
