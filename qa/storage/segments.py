@@ -130,11 +130,31 @@ def attach(db: sqlite3.Connection, folder: Path, catalogs: Sequence[str], *, wri
     for table in TABLES:
         db.execute(f"DROP VIEW IF EXISTS temp.{table}")
         if schemas:
-            union = " UNION ALL ".join(f"SELECT * FROM {schema}.{table}" for schema in schemas)
+            union = " UNION ALL ".join(_select_all(db, schema, table) for schema in schemas)
         else:  # no segment yet: an empty view of the right shape
             union = _EMPTY[table]
         db.execute(f"CREATE TEMP VIEW {table} AS {union}")
     return schemas
+
+
+def _columns() -> dict[str, list[str]]:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(SEGMENT_SCHEMA)
+        return {table: [row[1] for row in db.execute(f"PRAGMA table_info({table})")] for table in TABLES}
+    finally:
+        db.close()
+
+
+COLUMNS = _columns()
+
+
+def _select_all(db: sqlite3.Connection, schema: str, table: str) -> str:
+    """Every column of the current segment schema, in its order; NULL for one an older segment lacks
+    (a format 5 catalog linked as a segment, never rewritten)."""
+    have = {row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")}
+    columns = ", ".join(c if c in have else f"NULL AS {c}" for c in COLUMNS[table])
+    return f"SELECT {columns} FROM {schema}.{table}"
 
 
 _EMPTY = {
@@ -186,14 +206,11 @@ def removed_ids(db: sqlite3.Connection) -> tuple[list[int], list[int]]:
 def copy_live_rows(db: sqlite3.Connection, source: str, target: str) -> None:
     """Copy one segment's rows of documents not removed into ``target`` (a merge), full-text index rebuilt after."""
     alive = "NOT IN (SELECT doc_id FROM main.removed)"
-    db.execute(f"INSERT INTO {target}.documents SELECT * FROM {source}.documents WHERE id {alive}")
-    db.execute(f"INSERT INTO {target}.passages SELECT * FROM {source}.passages WHERE doc_id {alive}")
     live_passages = f"(SELECT id FROM {source}.passages WHERE doc_id {alive})"
-    db.execute(f"INSERT INTO {target}.sentences SELECT * FROM {source}.sentences WHERE passage_id IN {live_passages}")
-    db.execute(
-        f"INSERT INTO {target}.passage_tokens SELECT * FROM {source}.passage_tokens WHERE passage_id IN {live_passages}"
-    )
-    db.execute(f"INSERT INTO {target}.ocr_words SELECT * FROM {source}.ocr_words WHERE doc_id {alive}")
+    where = {"documents": f"id {alive}", "passages": f"doc_id {alive}", "sentences": f"passage_id IN {live_passages}",
+             "passage_tokens": f"passage_id IN {live_passages}", "ocr_words": f"doc_id {alive}"}
+    for table in TABLES:
+        db.execute(f"INSERT INTO {target}.{table} SELECT * FROM ({_select_all(db, source, table)}) WHERE {where[table]}")
 
 
 def choose_merge(sizes: Sequence[int], limit: int = MAX_SEGMENTS) -> tuple[int, int] | None:
