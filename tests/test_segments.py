@@ -101,6 +101,25 @@ def test_removing_a_document_marks_it_without_rewriting_its_segment(fake_qa, tmp
     assert fake_qa.ask("Where was the orchard counted?").hits[0].passage.doc == "docs/02_orchard.txt"
 
 
+def test_a_segment_whose_documents_are_all_removed_is_dropped(fake_qa, tmp_path):
+    docs = tmp_path / "docs"
+    _write(docs, WORDS[:4])
+    fake_qa.index([docs])
+    (docs / "98_a.txt").write_text(_doc("lighthouse", 98), encoding="utf-8")
+    (docs / "99_b.txt").write_text(_doc("beacon", 99), encoding="utf-8")
+    fake_qa.index([docs])
+    assert [s["number"] for s in manifest_of(fake_qa.index_dir)["segments"]] == [1, 2]
+    (docs / "98_a.txt").unlink()
+    fake_qa.index([docs])
+    assert [s["number"] for s in manifest_of(fake_qa.index_dir)["segments"]] == [1, 2]  # one document left in it
+    (docs / "99_b.txt").unlink()
+    fake_qa.index([docs])
+    assert [s["number"] for s in manifest_of(fake_qa.index_dir)["segments"]] == [1]
+    assert sorted(p.name for p in fake_qa.index_dir.iterdir()) == generation_names(fake_qa.index_dir)
+    assert len(fake_qa.snapshot().passage_vectors.excluded) == 0  # its removals went with it
+    assert catalog_counts(fake_qa.index_dir) == manifest_of(fake_qa.index_dir)["counts"]
+
+
 def test_an_index_built_over_many_commits_answers_as_one_built_at_once(fake_qa, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -478,8 +478,15 @@ class Writer:
             "passages": self._counts["passages"] + stored["passages"],
             "sentences": self._counts["sentences"] + stored["sentences"],
         }
-        segments = list(self._segments)
-        schemas = self._schemas[1:]  # the committed segments' schema names, in order
+        segments, schemas = [], []
+        for segment, schema in zip(self._segments, self._schemas[1:]):  # committed ones, in order
+            if self._all_removed(db, schema):  # nothing left to read: dropped, with its removals
+                db.execute(f"DELETE FROM main.removed WHERE doc_id IN (SELECT id FROM {schema}.documents)")
+                self._merged_away += [self.folder / name for name in segment["files"].values()]
+                continue
+            segments.append(segment)
+            schemas.append(schema)
+        db.commit()
         has_new = db.execute("SELECT 1 FROM new.documents LIMIT 1").fetchone() is not None
         next_ids = dict(self._next_ids)
         next_segment = self._next_segment + 1  # the new segment's number is spent, kept or not
@@ -547,6 +554,14 @@ class Writer:
     def compact(self) -> None:
         """Have the commit merge every segment into one, leaving out removed documents (``qa compact``)."""
         self._compact = True
+
+    @staticmethod
+    def _all_removed(db: sqlite3.Connection, schema: str) -> bool:
+        """Whether every document of a committed segment has been removed."""
+        left = db.execute(
+            f"SELECT 1 FROM {schema}.documents WHERE id NOT IN (SELECT doc_id FROM main.removed) LIMIT 1"
+        ).fetchone()
+        return left is None
 
     @staticmethod
     def _has_removed(db: sqlite3.Connection) -> bool:
