@@ -4,8 +4,11 @@
   the one interface a second back end would implement;
 - ``Snapshot`` (``qa.storage.snapshot``): one committed generation of a folder,
   read-only, the ``Reader`` of this back end;
-- ``Writer`` (``qa.storage.writer``): builds the next generation and commits it
-  with one ``os.replace`` of the manifest;
+- ``Writer`` (``qa.storage.writer``): builds the next generation (a live catalog
+  and a segment of what it added) and commits it with one ``os.replace`` of the
+  manifest;
+- ``qa.storage.segments``: the segments' schema, how they are read as one
+  catalog, and when neighbouring ones are merged;
 - ``qa.storage.manifest``: what a commit consists of, its checks and errors.
 
 Nothing here imports retrieval; retrieval imports this package only.

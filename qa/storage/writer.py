@@ -1,10 +1,14 @@
 """Writing an index folder: the next generation built beside the live one, committed by replacing the manifest.
 
-Each commit is a generation: the writer builds ``catalog-N.sqlite``,
-``passages-N.faiss`` and ``sentences-N.faiss`` beside the live files, flushes
-them, then replaces ``manifest.json`` (which names them and holds their
-checksums) in one ``os.replace``. A crash at any instant leaves the previous
-manifest, and so the previous generation, whole and readable.
+Each commit is a generation: the writer copies the small live catalog
+(``live-N.sqlite``: the paths, and the documents removed since their segment
+was written) and writes one new segment (``seg-K.sqlite``, ``seg-K-passages.faiss``,
+``seg-K-sentences.faiss``) of what it added (``qa.storage.segments``); the
+segments already committed are read where they lie and never written again.
+It flushes everything, then replaces ``manifest.json`` (which names the live
+catalog and the segments, with their checksums) in one ``os.replace``. A crash
+at any instant leaves the previous manifest, and so the previous generation,
+whole and readable.
 """
 
 from __future__ import annotations
