@@ -187,6 +187,16 @@ def test_a_dominant_segment_asked_at_once_scores_close_to_term_by_term(fake_qa, 
     assert at_once != term_by_term
 
 
+def test_a_term_s_rows_from_the_term_dictionary_are_those_fts5_counts(fake_qa, corpus):
+    fake_qa.index([corpus])
+    snapshot = fake_qa.snapshot()
+    (schema,) = snapshot._schemas
+    for term in ("gates", "tested", "testing", "cherries", "violins", "x_y", "nowhere", "word7", "the"):
+        counted = snapshot._query(f"SELECT COUNT(*) FROM {schema}.passages_fts WHERE passages_fts MATCH ?",
+                                  (f'"{term}"',))[0][0]
+        assert snapshot._rows_with(schema, f'"{term}"') == counted, term
+
+
 def test_a_document_added_alone_is_not_ranked_down_by_its_small_segment(fake_qa, tmp_path):
     docs = tmp_path / "docs"
     _write(docs, WORDS[:10])
