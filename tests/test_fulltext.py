@@ -138,6 +138,16 @@ def test_limit_keeps_the_best_with_the_same_scores():
     assert index.lexical(["cat"], limit=0) == {}
 
 
+def test_scores_of_given_passages_are_those_of_every_match():
+    index = build(TOY + FILLER)
+    every = index.lexical(["cat", "covid", "rain"])
+    given = index.scores(["cat", "covid", "rain"], [12, 41, 1000, 1001, 3_000_000_001, 5])
+    # 1001, 3_000_000_001 and 5 (no such passage) do not match: absent, as from lexical().
+    assert given == {12: every[12], 41: every[41], 1000: every[1000]}
+    assert index.scores(["cat"], []) == {}
+    assert index.scores(["_"], [12]) == {}
+
+
 def test_deletes_are_seen_at_commit_only():
     index = build()
     index.delete([12, 99])

@@ -198,8 +198,24 @@ class FullText:
         if limit is not None and limit <= 0:
             return {}
         wanted = searcher.num_docs if limit is None else min(limit, searcher.num_docs)
-        hits = searcher.search(query, wanted, count=False).hits
+        return self._ids(searcher.search(query, wanted, count=False).hits)
+
+    def scores(self, match_terms: Sequence[str], passage_ids: Sequence[int]) -> dict[int, float]:
+        """``passage id -> bm25`` of those of ``passage_ids`` that match: the same scores
+        :meth:`lexical` gives them. With ``lexical(..., limit=N)`` this gives what the search
+        needs of every match (the best N, then the bm25 of the dense candidates outside them)
+        while tantivy still skips postings."""
+        ids = [int(i) for i in dict.fromkeys(passage_ids)]
+        query = self.query(match_terms)
+        if not ids or query is None:
+            return {}
+        t = self._t
+        only = t.Query.const_score_query(t.Query.term_set_query(self._schema, "passage", ids), 0.0)
+        query = t.Query.boolean_query([(t.Occur.Must, query), (t.Occur.Must, only)])
+        return self._ids(self._searcher.search(query, len(ids), count=False).hits)
+
+    def _ids(self, hits) -> dict[int, float]:
         if not hits:
             return {}
-        ids = searcher.fast_field_values("passage", [address for _, address in hits])
+        ids = self._searcher.fast_field_values("passage", [address for _, address in hits])
         return {int(i): float(score) for i, (score, _) in zip(ids, hits)}
