@@ -26,7 +26,9 @@ pair's quality; it would need ``qa.search`` to ask for the second call.
 Only the lexical side changes; the questions' vectors are computed once per set
 and reused. The sets' passages have no section headings, so the section weight
 plays no part here. Prints one markdown table (squad R@1, scifact and nfcorpus
-nDCG@10, seeds R@1 and R@5, abstention on questions from outside each index,
+nDCG@10, seeds R@1 and R@5; per set, how many questions a variant answers
+better and worse than FTS5 (by the set's figure: the first passage right, or
+the question's nDCG@10), abstention on questions from outside each index,
 and the lexical call's own p50 / p95 milliseconds on SciFact over its own and
 the outside questions, one thread, in this run), then one JSON line with every
 figure.
@@ -64,6 +66,7 @@ VARIANTS = {
 }
 _QUOTED = re.compile(r'"([^"]*)"')
 RETRIEVER = "hybrid"
+BASELINE = "fts5"
 
 
 def copy_index(source: Path, scratch: Path) -> Path:
@@ -135,14 +138,21 @@ def score_set(name: str, source: Path, scratch: Path, variants: list[str], limit
     questions = read_labeled(questions_file)[: limit or None]
     others = outside_questions(name, limit) if outside else []
     out = {"passages": passages, "tantivy_build_s": round(built, 1), "metric": metric, "variants": {}}
+    per_question: dict[str, list[float]] = {}  # the set's figure for each of its questions
     for variant in variants:
         swapped.use(variant)
         assert qa.snapshot() is snapshot, "the index changed under the benchmark"
-        own = summarize(score_questions(qa, questions, retriever=RETRIEVER, k=k), retriever=RETRIEVER, k=k)
+        outcomes = score_questions(qa, questions, retriever=RETRIEVER, k=k)
+        own = summarize(outcomes, retriever=RETRIEVER, k=k)
         timing = swapped.milliseconds()
         figures = {metric: own[metric], "recall@5": own["recall@5"],
                    "answered_when_top1_right": own["answered_when_top1_right"],
                    "lexical_ms_p50_p95": [round(t, 2) for t in timing] if timing else None}
+        values = [o.documents[metric] if o.documents is not None else float(o.rank == 1) for o in outcomes]
+        per_question.setdefault(variant, values)
+        if BASELINE in per_question and variant != BASELINE:
+            pairs = list(zip(values, per_question[BASELINE]))
+            figures["better_worse"] = [sum(v > b for v, b in pairs), sum(v < b for v, b in pairs)]
         if others:
             asked = score_questions(qa, [q for q, _ in others], retriever=RETRIEVER, k=10)
             figures["abstained_outside"] = summarize(asked, retriever=RETRIEVER, k=10)["abstained_outside"]
@@ -157,14 +167,20 @@ def table(results: dict, variants: list[str]) -> None:
                ("nfcorpus", "ndcg@10", "nfcorpus nDCG@10"), ("seeds", "recall@1", "seeds R@1"),
                ("seeds", "recall@5", "seeds R@5")]
     columns = [c for c in columns if c[0] in results]
-    header = ["lexical side", *(c[2] for c in columns), "abstained outside (" + ", ".join(results) + ")",
-              "answered when right", "lexical call p50 / p95 ms (scifact)"]
+    outside = all("abstained_outside" in v for r in results.values() for v in r["variants"].values())
+    header = ["lexical side", *(c[2] for c in columns),
+              *(["abstained outside (" + ", ".join(results) + ")"] if outside else []),
+              "questions better / worse than FTS5", "answered when right", "lexical call p50 / p95 ms (scifact)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for variant in variants:
         row = [variant]
         row += [str(results[s]["variants"][variant][m]) for s, m, _ in columns]
-        row.append(" / ".join(str(results[s]["variants"][variant].get("abstained_outside", "")) for s in results))
+        if outside:
+            row.append(" / ".join(str(results[s]["variants"][variant]["abstained_outside"]) for s in results))
+        row.append(", ".join(
+            "{} / {}".format(*results[s]["variants"][variant]["better_worse"])
+            for s in results if "better_worse" in results[s]["variants"][variant]))
         row.append(" / ".join(str(results[s]["variants"][variant]["answered_when_top1_right"]) for s in results))
         timing = results.get("scifact", {}).get("variants", {}).get(variant, {}).get("lexical_ms_p50_p95")
         row.append(" / ".join(f"{t:.1f}" for t in timing) if timing else "")
