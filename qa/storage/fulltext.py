@@ -66,8 +66,8 @@ def _schema(tantivy):
     builder.add_integer_field("passage", indexed=True, fast=True)
     builder.add_integer_field("doc", indexed=True, fast=True)
     for field in FIELD_WEIGHTS:
-        # Positions only for a question word the analyzer splits in two
-        # ("covid_19"): FTS5 reads that as a phrase.
+        # Positions, not only counts: a question word the analyzer splits in two
+        # ("covid_19") is a phrase, as FTS5 reads it.
         builder.add_text_field(field, tokenizer_name=ANALYZER, index_option="position")
     return builder.build()
 
