@@ -23,7 +23,8 @@ for the given ids. ``agree@10`` is the share of FTS5's ten best that tantivy
 also ranks in its ten best: the two bm25s differ in detail (FTS5 adds the
 section column into one document length; tantivy's idf and length norms are
 Lucene's), so it says how close a switch would leave the rankings, not which
-is right; that is for bench/quality.py.
+is right; that is for bench/lexical_quality.py (every set, FTS5 and tantivy
+in one run).
 
 Prints one markdown table: build seconds, index bytes a passage, and per engine
 and query kind p50/p95 milliseconds, one query at a time on one thread.
