@@ -130,7 +130,7 @@ def score_set(name: str, source: Path, scratch: Path, variants: list[str], limit
     snapshot = qa.snapshot()
     started = time.perf_counter()
     fulltext = FullText(threads=1)
-    passages = fulltext.add(catalog_passages(folder / snapshot.manifest["files"]["catalog"]))
+    passages = fulltext.add(catalog_passages(snapshot))
     fulltext.commit()
     built = time.perf_counter() - started
     memoize_questions(qa)

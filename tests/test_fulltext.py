@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qa.lexical import fts_query, question_terms
-from qa.storage import writer
+from qa.storage import segments
 from qa.storage.fulltext import FullText, catalog_passages
 
 # (passage id, document id, section, text): ids far apart and past 32 bits, to see them come back as given.
@@ -43,8 +43,8 @@ def build(rows=TOY, folder=None) -> FullText:
 
 
 def fts5(rows=TOY) -> sqlite3.Connection:
-    """The catalog's FTS5 table, with the tokenizer ``qa.storage.writer`` declares, over ``rows``."""
-    tokenize = re.search(r"tokenize='([^']+)'", writer._SCHEMA).group(1)
+    """The catalog's FTS5 table, with the tokenizer ``qa.storage.segments`` declares, over ``rows``."""
+    tokenize = re.search(r"tokenize='([^']+)'", segments.SEGMENT_SCHEMA).group(1)
     db = sqlite3.connect(":memory:")
     db.execute(f"CREATE VIRTUAL TABLE passages_fts USING fts5(section, text, tokenize='{tokenize}')")
     db.executemany("INSERT INTO passages_fts(rowid, section, text) VALUES (?, ?, ?)", [(i, s, t) for i, _, s, t in rows])
@@ -176,7 +176,7 @@ def test_same_matches_as_the_index_fts5_on_the_seeds(seed_index):
 
     snapshot = Snapshot(seed_index)
     index = FullText()
-    assert index.add(catalog_passages(seed_index / snapshot.manifest["files"]["catalog"])) == snapshot.manifest[
+    assert index.add(catalog_passages(snapshot)) == snapshot.manifest[
         "counts"]["passages"]
     index.commit()
     labeled = read_labeled(Path(__file__).parent / "seed_questions" / "paraphrased.jsonl")

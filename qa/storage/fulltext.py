@@ -23,13 +23,10 @@ passages or more, so the two rank alike but not identically.
 
 from __future__ import annotations
 
-import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-logger = logging.getLogger(__name__)
 
 ANALYZER = "qa_stem"
 # The weights of ``Snapshot.lexical``'s bm25: a heading is shared by every
@@ -40,14 +37,12 @@ FIELD_WEIGHTS = {"section": 0.5, "text": 1.0}
 _HEAP_BYTES = 128_000_000
 
 
-def catalog_passages(catalog: str | os.PathLike) -> Iterable[tuple[int, int, str | None, str]]:
-    """``(passage id, document id, section, text)`` of every passage in a catalog, opened read-only:
-    what :meth:`FullText.add` takes, to build the full-text index of an existing index."""
-    db = sqlite3.connect(f"file:{Path(catalog)}?mode=ro", uri=True)
-    try:
-        yield from db.execute("SELECT id, doc_id, section, text FROM passages ORDER BY id")
-    finally:
-        db.close()
+def catalog_passages(snapshot) -> Iterable[tuple[int, int, str | None, str]]:
+    """``(passage id, document id, section, text)`` of every live passage of a committed index
+    (a :class:`qa.storage.Snapshot`, over all its segments): what :meth:`FullText.add` takes."""
+    yield from snapshot._query(
+        "SELECT id, doc_id, section, text FROM passages WHERE doc_id IN (SELECT doc_id FROM paths) ORDER BY id"
+    )
 
 
 def _analyzer(tantivy):
