@@ -7,8 +7,10 @@ so nothing has to be read or split again: the passages are embedded again
 ``qa.late``) and written as the next generation, which replaces the old one
 in one commit like any other. Citations stay the same: same texts, same
 ranges, same paragraph numbers. A format that the current one only adds to
-(``qa.storage.MIGRATIONS``: format 4, before OCR) needs no embedding at all: its
-catalog is copied, the new tables and columns added, its vectors kept.
+(``qa.storage.MIGRATIONS``: format 4, before OCR; format 5, before segments)
+needs no embedding at all: its catalog becomes the first segment (format 4's
+copied with the new table and column added, format 5's linked as it is), its
+vectors kept.
 """
 
 from __future__ import annotations

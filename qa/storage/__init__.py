@@ -9,6 +9,7 @@
   manifest;
 - ``qa.storage.segments``: the segments' schema, how they are read as one
   catalog, and when neighbouring ones are merged;
+- ``qa.storage.merge``: segments written from other files (a merge, a migration);
 - ``qa.storage.manifest``: what a commit consists of, its checks and errors.
 
 Nothing here imports retrieval; retrieval imports this package only.
@@ -32,7 +33,8 @@ from qa.storage.manifest import (
 )
 from qa.storage.reader import Reader, Vectors
 from qa.storage.snapshot import Snapshot, open_snapshot
-from qa.storage.writer import MIGRATIONS, PathState, StoredPassage, Writer
+from qa.storage.merge import MIGRATIONS
+from qa.storage.writer import PathState, StoredPassage, Writer
 
 __all__ = [
     "FORMAT_VERSION", "MANIFEST", "REBUILD", "UPGRADABLE", "IndexCorrupt", "IndexLocked", "IndexMissing",

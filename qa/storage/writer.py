@@ -18,7 +18,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -47,32 +46,12 @@ from qa.storage.manifest import (
     read_manifest,
     sha256_file,
 )
-from qa.storage.segments import (
-    COUNTED,
-    LIVE_SCHEMA,
-    OCR_WORDS_SCHEMA,
-    attach,
-    choose_merge,
-    connect,
-    copy_live_rows,
-    create_segment,
-    id_ranges,
-    removed_ids,
-    segment_files,
-)
+from qa.storage.merge import MIGRATIONS, fsync_file, merge, migrate
+from qa.storage.segments import COUNTED, LIVE_SCHEMA, attach, choose_merge, connect, create_segment, id_ranges, segment_files
 
 logger = logging.getLogger(__name__)
 
 LOCK = ".lock"
-
-# Earlier formats that the current one only adds to, and the SQL that brings one's
-# single catalog up to date: nothing stored changes meaning, so such an index is
-# migrated with no embedding (``qa.upgrade``): its catalog becomes the first segment
-# (copied when SQL must change it, else linked, as its vector files are) and its
-# paths the live catalog. Format 4 read no scans, so its passages have no OCR
-# confidence and its documents no OCR words; format 5 differs only in being one catalog.
-MIGRATIONS = {4: "ALTER TABLE passages ADD COLUMN ocr_confidence REAL;" + OCR_WORDS_SCHEMA, 5: ""}
-
 
 @dataclass(frozen=True)
 class PathState:
@@ -192,7 +171,10 @@ class Writer:
         live = self.folder / f"live-{self.generation}.sqlite"
         self._new_files = {"live": live}
         if migrating is not None:
-            self._migrate(manifest, live)
+            migrated = migrate(self.folder, manifest, live)
+            self._new_files.update(migrated.files)
+            self._segments, self._next_ids = migrated.segments, migrated.next_ids
+            self._next_segment, self._counts = migrated.next_segment, migrated.counts
         elif manifest and not self.fresh:
             # Only the live catalog is copied (and checked): the segments are read where they
             # lie, and a commit that merges some checks those first.
@@ -236,49 +218,6 @@ class Writer:
         self.sentence_vectors = VectorIndex(dim)
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("BEGIN")
-
-    def _migrate(self, manifest: dict, live: Path) -> None:
-        """Make an outdated one-catalog generation the first segment, its paths the live catalog."""
-        old = {key: self.folder / manifest["files"][key] for key in ("catalog", "passages", "sentences")}
-        for key, path in old.items():
-            if not path.is_file() or sha256_file(path) != manifest["checksums"][key]:
-                raise IndexCorrupt(f"index file {path} is missing or fails its checksum; {REBUILD}")
-        number = 1
-        names = segment_files(number)
-        targets = {key: self.folder / name for key, name in names.items()}
-        self._new_files.update({f"migrated-{key}": path for key, path in targets.items()})
-        sql = MIGRATIONS[manifest["format"]]
-        if sql:  # the catalog changes: on a copy
-            source = sqlite3.connect(f"file:{old['catalog']}?mode=ro", uri=True)
-            target = sqlite3.connect(targets["catalog"])
-            try:
-                source.backup(target)
-                target.executescript(sql)
-                target.commit()
-            finally:
-                source.close()
-                target.close()
-        else:
-            _link(old["catalog"], targets["catalog"])
-        _link(old["passages"], targets["passages"])
-        _link(old["sentences"], targets["sentences"])
-        db = sqlite3.connect(live)
-        try:
-            db.executescript(LIVE_SCHEMA)
-            db.execute("ATTACH DATABASE ? AS s0", (str(targets["catalog"]),))
-            db.execute("INSERT INTO main.paths SELECT path, doc_id, source, size, mtime_ns, indexed_at FROM s0.paths")
-            db.commit()
-            ranges = id_ranges(db, "s0")
-            stored = {t: db.execute(f"SELECT COUNT(*) FROM s0.{t}").fetchone()[0] for t in ("passages", "sentences")}
-        finally:
-            db.close()
-        # A linked file is the old one: its checksum, checked above, is its own.
-        checksums = {key: sha256_file(path) if (key == "catalog" and sql) else manifest["checksums"][key]
-                     for key, path in targets.items()}
-        self._segments = [{"number": number, "files": names, "ids": ranges, "counts": stored, "checksums": checksums}]
-        self._next_ids = {t: ranges[t][1] + 1 if ranges[t][1] >= 0 else 1 for t in COUNTED}
-        self._next_segment = number + 1
-        self._counts = dict(stored)
 
     def _remove_stray_files(self, manifest: dict | None) -> None:
         """Delete files left by a writer that crashed before its commit."""
@@ -510,14 +449,20 @@ class Writer:
         else:
             run = choose_merge([s["counts"]["passages"] for s in segments])
         if run is not None:
-            merged = self._merge(db, segments[run[0] : run[1]], schemas[run[0] : run[1]], next_segment, fresh)
+            merged, written, away = merge(db, self.folder, segments[run[0] : run[1]], schemas[run[0] : run[1]],
+                                          next_segment, fresh, self.model.dimension)
+            self._new_files.update({f"merged-{key}": path for key, path in written.items()})
+            self._merged_away += away
+            if any("checksums" not in segment for segment in segments[run[0] : run[1]]):
+                # this commit's own segment, merged at once: not kept
+                self._merged_away += [self._new_files[key] for key in ("catalog", "passages", "sentences")]
             segments[run[0] : run[1]] = [merged]
             next_segment += 1
         db.commit()
         db.close()
         self._db = None
         for key in ("live", "catalog"):
-            _fsync(self._new_files[key])
+            fsync_file(self._new_files[key])
         if not has_new:  # nothing added: no new segment
             for key in ("catalog", "passages", "sentences"):
                 self._new_files.pop(key).unlink(missing_ok=True)
@@ -571,51 +516,6 @@ class Writer:
     def _has_removed(db: sqlite3.Connection) -> bool:
         return db.execute("SELECT 1 FROM main.removed LIMIT 1").fetchone() is not None
 
-    def _merge(self, db: sqlite3.Connection, run: list[dict], schemas: list[str], number: int,
-               fresh: dict[str, VectorIndex]) -> dict:
-        """One segment of the live documents of neighbouring segments ``run`` (attached as ``schemas``)."""
-        names = segment_files(number)
-        paths = {key: self.folder / name for key, name in names.items()}
-        self._new_files.update({f"merged-{key}": path for key, path in paths.items()})
-        for segment in run:  # read from disk: checked first
-            if "checksums" in segment:
-                for key, name in segment["files"].items():
-                    if checked_sha256(self.folder / name) != segment["checksums"][key]:
-                        raise IndexCorrupt(f"index file {self.folder / name} fails its checksum; {REBUILD}")
-        create_segment(paths["catalog"], {t: 1 for t in COUNTED})
-        db.execute("ATTACH DATABASE ? AS merged", (str(paths["catalog"]),))
-        removed_passages, removed_sentences = removed_ids(db)
-        excluded = {"passages": np.asarray(removed_passages, np.int64), "sentences": np.asarray(removed_sentences, np.int64)}
-        for schema in schemas:
-            copy_live_rows(db, schema, "merged")
-        db.execute("INSERT INTO merged.passages_fts(passages_fts) VALUES('rebuild')")
-        for schema in schemas:
-            db.execute(f"DELETE FROM main.removed WHERE doc_id IN (SELECT id FROM {schema}.documents)")
-        db.commit()
-        stored = {t: db.execute(f"SELECT COUNT(*) FROM merged.{t}").fetchone()[0] for t in ("passages", "sentences")}
-        db.execute("DETACH DATABASE merged")
-        for kind in ("passages", "sentences"):
-            vectors = VectorIndex(self.model.dimension)
-            for segment in run:
-                source = fresh[kind] if "checksums" not in segment else VectorIndex.load(
-                    self.folder / segment["files"][kind], self.model.dimension)
-                for ids, rows in source.chunks():
-                    keep = ~np.isin(ids, excluded[kind])
-                    vectors.add(ids[keep], rows[keep])
-            if len(vectors) != stored[kind]:
-                raise StoreError("internal error: merged vector and catalog counts differ; nothing was committed")
-            vectors.save(paths[kind])
-        _fsync(paths["catalog"])
-        for segment in run:
-            if "checksums" in segment:
-                self._merged_away += [self.folder / name for name in segment["files"].values()]
-        if any("checksums" not in segment for segment in run):  # this commit's own segment, merged at once
-            self._merged_away += [self._new_files[key] for key in ("catalog", "passages", "sentences")]
-        ranges = {t: [min(s["ids"][t][0] for s in run if s["ids"][t][1] >= 0),
-                      max(s["ids"][t][1] for s in run)] for t in COUNTED}
-        logger.info("merged %d segments into segment %d (%d passages)", len(run), number, stored["passages"])
-        return {"number": number, "files": names, "ids": ranges, "counts": stored}
-
 
 def live_file_names(manifest: dict) -> list[str]:
     """Every file a committed generation consists of (either format: one catalog, or segments)."""
@@ -625,17 +525,3 @@ def live_file_names(manifest: dict) -> list[str]:
     for segment in manifest["segments"]:
         names += segment["files"].values()
     return names
-
-
-def _link(source: Path, target: Path) -> None:
-    """``target`` as a second name of ``source`` (a file never written again), else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-        _fsync(target)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
