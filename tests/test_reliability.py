@@ -1417,3 +1417,60 @@ def heading_visits(pairs: int) -> int:
 def test_heading_lookups_grow_linearly_with_the_document():
     small, large = heading_visits(300), heading_visits(1200)
     assert large <= 4 * 2 * small, (small, large)  # 4x the document, at most ~8x the work
+
+
+# -- a commit that merges segments -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merge_world(tmp_path_factory) -> CrashWorld:
+    """An index of the first version built over eight commits (eight segments): the second
+    version's commit adds a ninth and so merges neighbouring ones."""
+    base = tmp_path_factory.mktemp("merge-crash")
+    full = base / "full"
+    write_first_version(full)
+    docs = base / "docs"
+    docs.mkdir()
+    template = base / "template"
+    names = sorted(p.name for p in full.iterdir())
+    for batch in range(8):
+        for name in names[batch::8]:
+            shutil.copy(full / name, docs / name)
+        QA(template, embedder=FakeEmbedder()).index([docs])
+    assert len(manifest_of(template)["segments"]) == 8
+    old = checked_signature(template)
+    write_second_version(docs)
+    reference = base / "reference"
+    shutil.copytree(template, reference)
+    QA(reference, embedder=FakeEmbedder()).index([docs])
+    assert len(manifest_of(reference)["segments"]) == 8  # nine, merged down
+    new = checked_signature(reference)
+    counts_file = base / "calls.json"
+    run = run_child(base / "calibrate", template, docs, env={"CRASH_COUNT": str(counts_file)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert checked_signature(run.index) == new
+    calls = json.loads(counts_file.read_text(encoding="utf-8"))["calls"]
+    return CrashWorld(docs, template, old, new, run.seconds, 0.0, calls)
+
+
+MERGE_KILL_POINTS = [
+    "write_index:2:after",      # the new segment's vectors written, the merge not begun
+    "write_index:3:torn",       # the merged segment's passage vectors half written
+    "json_dump:1:torn",         # the staged manifest half written
+    "os_replace:1",             # everything staged, the manifest not replaced
+    "os_replace:1:after",       # the commit point passed; the merged segments' files still there
+    "unlink:1:after",           # one of them removed
+]
+
+
+@pytest.mark.parametrize("crash_at", MERGE_KILL_POINTS)
+def test_sigkill_during_a_merging_commit_leaves_the_old_or_the_new_index(merge_world, tmp_path, crash_at):
+    assert merge_world.calls["write_index"] >= 4  # two for the new segment, two for the merged one
+    run = run_child(tmp_path / "trial", merge_world.template, merge_world.docs, env={"CRASH_AT": crash_at})
+    assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
+    signature = checked_signature(run.index)
+    before_commit = MERGE_KILL_POINTS.index(crash_at) < MERGE_KILL_POINTS.index("os_replace:1:after")
+    assert signature == (merge_world.old if before_commit else merge_world.new), crash_at
+    QA(run.index, embedder=FakeEmbedder()).index([merge_world.docs])
+    assert checked_signature(run.index) == merge_world.new
+    assert sorted(p.name for p in run.index.iterdir()) == generation_names(run.index)
