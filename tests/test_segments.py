@@ -265,3 +265,10 @@ def test_segments_with_the_real_model_and_the_seed_articles(tmp_path, real_embed
     qa.index([docs])
     assert [d.path for d in qa.documents()] == [f"docs/{second.name}"]
     assert all(h.passage.doc == f"docs/{second.name}" for h in qa.ask(questions[0], k=10).hits)
+
+
+def test_compact_on_no_index_says_so_in_one_line(tmp_path):
+    result = CliRunner().invoke(cli, ["compact", "--index", str(tmp_path / "nowhere")])
+    assert result.exit_code != 0
+    message = result.output.strip()
+    assert message.startswith("Error: no index at") and "\n" not in message, message
