@@ -1,6 +1,8 @@
 """What the overlap of long-paragraph windows costs, and whether windows without it keep the quality.
 
     python bench/windows.py [--data ../shared/bench/squad-dev] [--no-quality]
+    python bench/windows.py --sets scifact,nfcorpus
+
 
 A paragraph longer than the model's window (254 tokens) is cut into windows
 that end at sentence boundaries (``qa.split.split_windows``); consecutive
@@ -16,6 +18,11 @@ For each variant: passages, tokens the model reads (each passage's tokens plus
 with it (in its own process, one after the other) and recall@1 of the hybrid
 retriever on the odd- and even-numbered questions. Prints a table, then one
 JSON line.
+
+With ``--sets``, each variant indexes those sets of ``bench/quality.py`` afresh
+(its own folders, one process a variant) and scores them as that script does
+(the default retriever, all questions): the test on material whose long
+paragraphs are abstracts, not Wikipedia paragraphs.
 """
 
 from __future__ import annotations
@@ -106,11 +113,40 @@ def quality(data: Path, variant: str, index: Path) -> dict:
     }
 
 
+def sets_quality(names: str, variant: str, work: Path) -> dict:
+    """``bench/quality.py`` on the sets ``names``, indexed into ``work`` split the ``variant`` way."""
+    import io
+    from contextlib import redirect_stdout
+
+    from bench import quality as quality_bench
+
+    use(variant)
+    sys.argv = ["quality.py", "--work", str(work), "--sets", names, "--retrievers", "hybrid"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        quality_bench.main()
+    result = json.loads(out.getvalue().strip().splitlines()[-1])
+    rows = {}
+    for name in names.split(","):
+        figure = quality_bench.SETS[name][2]
+        scored = result["sets"][name]["hybrid"]
+        rows[name] = {
+            "index_s": result["indexes"][name]["seconds"],
+            "passages_embedded": result["indexes"][name]["passages_embedded"],
+            figure: scored["all"][figure],
+            f"{figure}_odd": scored["odd"][figure],
+            f"{figure}_even": scored["even"][figure],
+        }
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "bench" / "squad-dev")
     parser.add_argument("--no-quality", action="store_true", help="only count passages and tokens")
-    parser.add_argument("--phase", choices=("count", "quality"), help=argparse.SUPPRESS)
+    parser.add_argument("--sets", help="comma-separated sets of bench/quality.py to index and score instead")
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("count", "quality", "sets"), help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--index", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,6 +155,9 @@ def main() -> None:
         return
     if args.phase == "quality":
         print(json.dumps(quality(args.data, args.variant, args.index)))
+        return
+    if args.phase == "sets":
+        print(json.dumps(sets_quality(args.sets, args.variant, args.work)))
         return
 
     def child(*extra: str) -> dict:
@@ -129,6 +168,24 @@ def main() -> None:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     work = Path(tempfile.mkdtemp(prefix="qa-windows-"))
+    if args.sets:
+        from bench.quality import SETS
+
+        table_rows = []
+        for variant in VARIANTS:
+            scored = child("--phase", "sets", "--sets", args.sets, "--variant", variant, "--work", str(work / variant))
+            for name, row in scored.items():
+                docs = SETS[name][0]
+                counted = child("--phase", "count", "--variant", variant, "--data", str(docs.parent))
+                table_rows.append({"variant": variant, "set": name, "tokens": counted["tokens"],
+                                   "passages": counted["passages"], **row})
+        keys = list(dict.fromkeys(k for row in table_rows for k in row if k not in ("variant", "set")))
+        print("| variant | set | " + " | ".join(keys) + " |")
+        print("|---|---|" + "---|" * len(keys))
+        for row in table_rows:
+            print(f"| {row['variant']} | {row['set']} | " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+        print(json.dumps({"windows": table_rows}))
+        return
     rows = []
     for variant in VARIANTS:
         row = child("--phase", "count", "--variant", variant)
