@@ -801,8 +801,9 @@ def test_a_reader_opening_while_a_writer_commits_gets_an_answer(tmp_path, monkey
 
         monkeypatch.setattr(snapshot_module, "read_manifest", read_manifest)
     elif moment == "before-checksum":
-        real_sha = snapshot_module.checked_sha256
-        monkeypatch.setattr(snapshot_module, "checked_sha256", lambda path: (commit_now(), real_sha(path))[1])
+        real_check = snapshot_module.check_file  # the checksum check of each file the manifest names
+        monkeypatch.setattr(snapshot_module, "check_file",
+                            lambda path, expected, verify=True: (commit_now(), real_check(path, expected, verify=verify))[1])
     else:
         real_load = VectorIndex.load.__func__
         monkeypatch.setattr(VectorIndex, "load", classmethod(lambda cls, *a: (commit_now(), real_load(cls, *a))[1]))

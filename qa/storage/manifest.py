@@ -65,6 +65,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_identity(path: Path) -> tuple:
+    """What tells a file apart from one rewritten under its name: path, inode, size, times."""
+    stat = path.stat()
+    return (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 _VERIFIED: dict[tuple, str] = {}
 _VERIFIED_GUARD = threading.Lock()
 
@@ -77,8 +83,7 @@ def checked_sha256(path: Path) -> str:
     cost the whole index. A file changed in place (same name, new size, time or
     inode) is hashed again.
     """
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    key = file_identity(path)
     with _VERIFIED_GUARD:
         known = _VERIFIED.get(key)
     if known is None:
@@ -86,6 +91,14 @@ def checked_sha256(path: Path) -> str:
         with _VERIFIED_GUARD:
             _VERIFIED[key] = known
     return known
+
+
+def check_file(path: Path, expected: str, *, verify: bool = True) -> None:
+    """Raise ``IndexCorrupt`` if an index file is missing or (``verify``) fails its checksum."""
+    if not path.is_file():
+        raise IndexCorrupt(f"index file {path} is missing; {REBUILD}")
+    if verify and checked_sha256(path) != expected:
+        raise IndexCorrupt(f"index file {path} fails its checksum; {REBUILD}")
 
 
 def fsync_dir(path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings import VectorIndex
-from qa.storage.manifest import REBUILD, IndexCorrupt, StoreError, checked_sha256, sha256_file
+from qa.storage.manifest import StoreError, check_file, sha256_file
 from qa.storage.segments import (
     COUNTED,
     LIVE_SCHEMA,
@@ -53,16 +53,12 @@ def merge(
 
     ``db`` is the writer's connection, the segments attached to it as ``schemas``;
     a segment without checksums is the one this commit writes, its vectors in
-    ``fresh``. Returns the new segment's manifest entry, its files, and the files
+    ``fresh`` (the writer checked every committed segment's files when it began).
+    Returns the new segment's manifest entry, its files, and the files
     of the merged committed segments (to delete once the commit is made).
     """
     names = segment_files(number)
     paths = {key: folder / name for key, name in names.items()}
-    for segment in run:  # read from disk: checked first
-        if "checksums" in segment:
-            for key, name in segment["files"].items():
-                if checked_sha256(folder / name) != segment["checksums"][key]:
-                    raise IndexCorrupt(f"index file {folder / name} fails its checksum; {REBUILD}")
     create_segment(paths["catalog"], {t: 1 for t in COUNTED})
     db.execute("ATTACH DATABASE ? AS merged", (str(paths["catalog"]),))
     removed_passages, removed_sentences = removed_ids(db)
@@ -107,8 +103,7 @@ def migrate(folder: Path, manifest: dict, live: Path) -> Migrated:
     """Make an outdated one-catalog generation the first segment, its paths the live catalog ``live``."""
     old = {key: folder / manifest["files"][key] for key in ("catalog", "passages", "sentences")}
     for key, path in old.items():
-        if not path.is_file() or sha256_file(path) != manifest["checksums"][key]:
-            raise IndexCorrupt(f"index file {path} is missing or fails its checksum; {REBUILD}")
+        check_file(path, manifest["checksums"][key])
     number = 1
     names = segment_files(number)
     targets = {key: folder / name for key, name in names.items()}

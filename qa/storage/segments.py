@@ -104,6 +104,7 @@ COUNTED = ("documents", "passages", "sentences")
 MAX_SEGMENTS = 8
 """A commit leaving more segments merges neighbouring ones (SQLite attaches at most ten databases)."""
 
+
 def segment_files(number: int) -> dict[str, str]:
     return {"catalog": f"seg-{number}.sqlite", "passages": f"seg-{number}-passages.faiss",
             "sentences": f"seg-{number}-sentences.faiss"}
@@ -131,8 +132,8 @@ def attach(db: sqlite3.Connection, folder: Path, catalogs: Sequence[str], *, wri
         db.execute(f"DROP VIEW IF EXISTS temp.{table}")
         if schemas:
             union = " UNION ALL ".join(_select_all(db, schema, table) for schema in schemas)
-        else:  # no segment yet: an empty view of the right shape
-            union = _EMPTY[table]
+        else:  # no segment (every document removed): an empty view of the right shape
+            union = "SELECT " + ", ".join(f"NULL AS {c}" for c in COLUMNS[table]) + " WHERE 0"
         db.execute(f"CREATE TEMP VIEW {table} AS {union}")
     return schemas
 
@@ -155,17 +156,6 @@ def _select_all(db: sqlite3.Connection, schema: str, table: str) -> str:
     have = {row[1] for row in db.execute(f"PRAGMA {schema}.table_info({table})")}
     columns = ", ".join(c if c in have else f"NULL AS {c}" for c in COLUMNS[table])
     return f"SELECT {columns} FROM {schema}.{table}"
-
-
-_EMPTY = {
-    "documents": "SELECT 0 AS id, '' AS sha256, '' AS format, NULL AS encoding, '' AS text WHERE 0",
-    "passages": "SELECT 0 AS id, 0 AS doc_id, 0 AS seq, 0 AS paragraph, 0 AS window, 0 AS windows, 0 AS start, "
-                "0 AS end, NULL AS page, NULL AS section, '' AS text, NULL AS ocr_confidence WHERE 0",
-    "sentences": "SELECT 0 AS id, 0 AS passage_id, 0 AS start, 0 AS end WHERE 0",
-    "passage_tokens": "SELECT 0 AS passage_id, x'' AS sentences, x'' AS vectors WHERE 0",
-    "ocr_words": "SELECT 0 AS doc_id, 0 AS page, 0 AS line, 0 AS start, 0 AS end, 0.0 AS confidence, "
-                 "0.0 AS x0, 0.0 AS y0, 0.0 AS x1, 0.0 AS y1 WHERE 0",
-}
 
 
 def create_segment(path: Path, next_ids: dict[str, int]) -> None:

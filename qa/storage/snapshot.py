@@ -16,7 +16,8 @@ from qa.storage.manifest import (
     IndexCorrupt,
     ModelInfo,
     generation_of,
-    checked_sha256,
+    check_file,
+    file_identity,
     read_manifest,
 )
 from qa.records import Document, OcrWord, Passage
@@ -51,10 +52,7 @@ class Snapshot:
         for segment in manifest["segments"]:
             checked += [(self.folder / segment["files"][key], segment["checksums"][key]) for key in segment["files"]]
         for path, expected in checked:
-            if not path.is_file():
-                raise IndexCorrupt(f"index file {path} is missing; {REBUILD}")
-            if verify and checked_sha256(path) != expected:
-                raise IndexCorrupt(f"index file {path} fails its checksum; {REBUILD}")
+            check_file(path, expected, verify=verify)
         info = self.manifest["model"]
         self.model = ModelInfo(info["name"], info["dimension"], info["max_tokens"])
         self._db = connect(live, read_only=True)
@@ -286,7 +284,7 @@ class Snapshot:
         terms = match.split(" OR ")
         scores: dict[int, float] = {}
         hits = dict.fromkeys(terms, 0)
-        small: list[tuple[int, str, dict[str, list]]] = []
+        small: list[tuple[int, dict[str, list]]] = []  # each small segment's rows, and its matches by term
         for schema, rows in zip(self._schemas, self._rows):
             if rows >= DOMINANT * total_rows:
                 for pid, score in self._query(
@@ -303,8 +301,8 @@ class Snapshot:
             }
             for term, matched in found.items():
                 hits[term] += len(matched)
-            small.append((rows, schema, found))
-        for rows, _, found in small:
+            small.append((rows, found))
+        for rows, found in small:
             for term, matched in found.items():
                 if not matched:
                     continue
@@ -312,7 +310,6 @@ class Snapshot:
                 for pid, score in matched:
                     scores[pid] = scores.get(pid, 0.0) + score * scale
         return scores
-
 
     def _rows_with(self, schema: str, term: str) -> int:
         """How many of a segment's rows hold ``term`` (a quoted FTS5 term), as bm25's idf counts them.
@@ -352,8 +349,7 @@ def _load_vectors(path: Path, dimension: int) -> VectorIndex:
     the vectors of every segment it kept with the one before: reopening after
     adding one document then reads that document's vectors, not the index's.
     """
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, dimension)
+    key = (*file_identity(path), dimension)
     with _LOADED_GUARD:
         found = _LOADED.get(key)
     if found is None:

@@ -33,15 +33,13 @@ from qa.records import OcrWord, PassageSpan, mean_confidence
 from qa.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST,
-    REBUILD,
-    IndexCorrupt,
     IndexLocked,
     IndexMissing,
     IndexOutdated,
     ModelInfo,
     StoreError,
     check_model,
-    checked_sha256,
+    check_file,
     fsync_dir,
     read_manifest,
     sha256_file,
@@ -176,11 +174,11 @@ class Writer:
             self._segments, self._next_ids = migrated.segments, migrated.next_ids
             self._next_segment, self._counts = migrated.next_segment, migrated.counts
         elif manifest and not self.fresh:
-            # Only the live catalog is copied (and checked): the segments are read where they
-            # lie, and a commit that merges some checks those first.
+            # Only the live catalog is copied; the segments are read where they lie. Every file
+            # is checked first (a file is hashed once per process): building on a damaged
+            # segment would hide the damage until a reader met it.
             old_live = self.folder / manifest["files"]["live"]
-            if sha256_file(old_live) != manifest["checksums"]["live"]:
-                raise IndexCorrupt(f"index file {old_live} fails its checksum; {REBUILD}")
+            check_file(old_live, manifest["checksums"]["live"])
             source = connect(old_live, read_only=True)
             target = sqlite3.connect(live)
             try:
@@ -189,12 +187,9 @@ class Writer:
                 source.close()
                 target.close()
             self._segments = [dict(segment) for segment in manifest["segments"]]
-            # Building on a damaged segment would hide the damage until a reader met it.
             for segment in self._segments:
                 for key, name in segment["files"].items():
-                    path = self.folder / name
-                    if not path.is_file() or checked_sha256(path) != segment["checksums"][key]:
-                        raise IndexCorrupt(f"index file {path} is missing or fails its checksum; {REBUILD}")
+                    check_file(self.folder / name, segment["checksums"][key])
             self._next_ids = dict(manifest["next_ids"])
             self._next_segment = manifest["next_segment"]
             self._counts = {k: manifest["counts"][k] for k in ("passages", "sentences")}
