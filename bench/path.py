@@ -18,9 +18,12 @@ at 1,000,000 (a slow mode) some five hours. In one warm process it measures:
 - ``qa ask``'s whole path per retriever, one question at a time, as
   ``QA.ask`` runs it for the CLI and the page: the question's embedding, the
   lexical and vector searches, the signals, fusion, highlights, confidence;
-  p50 and p95 over ``--count`` questions (after ten to warm up);
+  p50 and p95 over ``--count`` questions (after ten to warm up). Each
+  question is asked twice in turn: with the full-text search and the
+  token-by-token scores on worker threads, as shipped, and with them on the
+  calling thread (``qa.search.OVERLAP`` off), the baseline in brackets;
 - ``qa batch``: questions a second through ``QA.ask_many`` (64 embedded at a
-  time), the default retriever;
+  time), the default retriever, both ways;
 - the index's bytes a passage: every file of the live generation, and the same
   less the passages' and documents' text (what the issue's 6 KB counts);
 - the process's peak resident memory;
@@ -48,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from qa import QA
 from qa.storage import open_snapshot  # noqa: E402
+import qa.search as search_module  # noqa: E402
 from qa.search import RETRIEVERS  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "bench"
@@ -56,6 +60,23 @@ SHARED = ROOT.parent / "shared" / "bench"
 def percentiles(times: list[float]) -> tuple[float, float]:
     times = sorted(times)
     return 1000 * times[len(times) // 2], 1000 * times[int(0.95 * (len(times) - 1))]
+
+
+def ask_both_ways(qa: QA, questions: list[str], retriever: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """p50 and p95 of ``qa.ask`` with the full-text and token-by-token work on worker threads
+    (as shipped), and of the same questions with that work in turn (``qa.search.OVERLAP`` off,
+    the baseline), each question asked both ways one after the other."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for question in questions:
+            for overlap in (False, True):
+                search_module.OVERLAP = overlap
+                start = time.perf_counter()
+                qa.ask(question, retriever=retriever)
+                times[overlap].append(time.perf_counter() - start)
+    finally:
+        search_module.OVERLAP = True
+    return percentiles(times[True]), percentiles(times[False])
 
 
 def text_bytes(catalog: Path) -> int:
@@ -121,16 +142,16 @@ def main() -> None:
     for question in questions[:10]:
         qa.ask(question)
     for retriever in args.retrievers.split(","):
-        times = []
-        for question in questions:
-            start = time.perf_counter()
-            qa.ask(question, retriever=retriever)
-            times.append(time.perf_counter() - start)
-        p50, p95 = percentiles(times)
-        rows.append((f"`qa ask`, {retriever}", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"))
-    start = time.perf_counter()
-    answered = sum(1 for _ in qa.ask_many((None, q) for q in questions))
-    rows.append(("`qa batch`, hybrid", f"{answered / (time.perf_counter() - start):.1f} questions/s"))
+        overlapped, in_turn = ask_both_ways(qa, questions, retriever)
+        rows.append((f"`qa ask`, {retriever}", f"p50 {overlapped[0]:.1f} ms, p95 {overlapped[1]:.1f} ms "
+                                              f"(in turn: {in_turn[0]:.1f}, {in_turn[1]:.1f})"))
+    rates = {}
+    for overlap in (False, True):
+        search_module.OVERLAP = overlap
+        start = time.perf_counter()
+        answered = sum(1 for _ in qa.ask_many((None, q) for q in questions))
+        rates[overlap] = answered / (time.perf_counter() - start)
+    rows.append(("`qa batch`, hybrid", f"{rates[True]:.1f} questions/s (in turn: {rates[False]:.1f})"))
 
     snapshot = qa.snapshot()
     passages = snapshot.manifest["counts"]["passages"]
@@ -170,13 +191,9 @@ def main() -> None:
         rows.append(("a reader's reopen after that commit", f"{time.perf_counter() - start:.2f} s"))
         # The question path over two segments (bm25 term by term with the index-wide idf).
         segments = len(qa.snapshot().manifest["segments"])
-        times = []
-        for question in questions:
-            start = time.perf_counter()
-            qa.ask(question)
-            times.append(time.perf_counter() - start)
-        p50, p95 = percentiles(times)
-        rows.append((f"`qa ask`, hybrid, {segments} segments", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"))
+        overlapped, in_turn = ask_both_ways(qa, questions, "hybrid")
+        rows.append((f"`qa ask`, hybrid, {segments} segments", f"p50 {overlapped[0]:.1f} ms, p95 {overlapped[1]:.1f} ms "
+                                                               f"(in turn: {in_turn[0]:.1f}, {in_turn[1]:.1f})"))
         stored = [d.path for d in qa.documents() if d.path.endswith(extra.name)]
         start = time.perf_counter()
         qa.remove(stored)

@@ -43,21 +43,25 @@ def pack(vectors: np.ndarray) -> bytes:
     return scales.tobytes() + quantized.tobytes()
 
 
+def split(blob: bytes, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """One packed blob's scales and int8 rows, as views of its bytes (nothing copied)."""
+    n, extra = divmod(len(blob), 4 + dimension)
+    if extra:
+        raise ValueError(f"token vectors of {len(blob)} bytes do not hold rows of dimension {dimension}")
+    return (
+        np.frombuffer(blob, dtype=np.float32, count=n),
+        np.frombuffer(blob, dtype=np.int8, offset=4 * n).reshape(n, dimension),
+    )
+
+
 def unpack(blobs: Sequence[bytes], dimension: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The rows of several packed blobs, stacked: int8 rows, their scales, and how many rows each blob held.
 
     A row is ``rows[i] * scales[i]``. Left apart, a product with the rows can
     scale its result instead, which costs far less than scaling every row.
     """
-    counts = np.zeros(len(blobs), dtype=np.int64)
-    scales, rows = [], []
-    for at, blob in enumerate(blobs):
-        n, extra = divmod(len(blob), 4 + dimension)
-        if extra:
-            raise ValueError(f"token vectors of {len(blob)} bytes do not hold rows of dimension {dimension}")
-        counts[at] = n
-        scales.append(np.frombuffer(blob, dtype=np.float32, count=n))
-        rows.append(np.frombuffer(blob, dtype=np.int8, offset=4 * n).reshape(n, dimension))
     if not blobs:
-        return np.zeros((0, dimension), dtype=np.int8), np.zeros(0, dtype=np.float32), counts
-    return np.concatenate(rows), np.concatenate(scales), counts
+        return np.zeros((0, dimension), dtype=np.int8), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    parts = [split(blob, dimension) for blob in blobs]
+    counts = np.array([len(scales) for scales, _ in parts], dtype=np.int64)
+    return np.concatenate([rows for _, rows in parts]), np.concatenate([scales for scales, _ in parts]), counts

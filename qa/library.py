@@ -16,7 +16,7 @@ from qa.read import MAX_FILE_BYTES, PARSE_TIMEOUT
 from qa.records import Answer, Document
 from qa.followup import contextualize
 from qa.late import question_tokens
-from qa.search import QueryError, search
+from qa.search import QueryError, search, start_lexical
 from qa.storage import (
     MANIFEST,
     IndexOutdated,
@@ -168,8 +168,11 @@ class QA:
         text = _clean_question(question)
         searched = contextualize(text, previous)
         snapshot = self.snapshot()
+        lexical = start_lexical(snapshot, searched, docs=docs)  # runs while the question is embedded
         (vector,), (words,) = self._encode_questions([searched], [text], retriever == "hybrid")
-        answer = search(snapshot, vector, searched, k=k, retriever=retriever, docs=docs, question_tokens=words)
+        answer = search(
+            snapshot, vector, searched, k=k, retriever=retriever, docs=docs, question_tokens=words, lexical=lexical
+        )
         return Answer(
             text, answer.answered, answer.confidence, answer.hits, id, searched if searched != text else None
         )
@@ -202,15 +205,20 @@ class QA:
         snapshot = self.snapshot()
         for at in range(0, len(questions), batch_size):
             texts = [_clean_question(q) for q in questions[at : at + batch_size]]
+            lexical = [start_lexical(snapshot, text) for text in texts]
             vectors, words = self._encode_questions(texts, texts, retriever == "hybrid")
-            for text, vector, own in zip(texts, vectors, words):
-                yield gather_signals(snapshot, vector, text, retriever=retriever, question_tokens=own)
+            for text, vector, own, side in zip(texts, vectors, words, lexical):
+                yield gather_signals(snapshot, vector, text, retriever=retriever, question_tokens=own, lexical=side)
 
     def _answer_batch(self, snapshot, batch, k, retriever, docs=None) -> Iterator[Answer]:
         texts = [_clean_question(q) for _, q in batch]
+        # The batch's full-text searches run on worker threads while it is embedded and searched.
+        lexical = [start_lexical(snapshot, text, docs=docs) for text in texts]
         vectors, words = self._encode_questions(texts, texts, retriever == "hybrid")
-        for (qid, _), text, vector, own in zip(batch, texts, vectors, words):
-            answer = search(snapshot, vector, text, k=k, retriever=retriever, docs=docs, question_tokens=own)
+        for (qid, _), text, vector, own, side in zip(batch, texts, vectors, words, lexical):
+            answer = search(
+                snapshot, vector, text, k=k, retriever=retriever, docs=docs, question_tokens=own, lexical=side
+            )
             yield Answer(answer.question, answer.answered, answer.confidence, answer.hits, qid)
 
     # -- writing -------------------------------------------------------------------------

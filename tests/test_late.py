@@ -17,6 +17,7 @@ from hypothesis.extra.numpy import arrays
 from embeddings import encode_passages
 from embeddings.tokens import TokenVectors, pack, unpack
 from qa import QA
+from qa import late
 from qa.late import NO_SENTENCE, late_scores, passage_tokens, question_tokens
 from qa.lexical import STOP_WORDS
 from qa.storage import open_snapshot, read_manifest, sha256_file
@@ -68,7 +69,11 @@ def test_a_passage_keeps_its_content_tokens_with_their_sentence_numbers():
     assert np.array_equal(question_tokens(only_stop), tokens.vectors[:2])  # all of them, then
 
 
-def test_late_scores_are_maxsim_over_passages_and_their_best_sentence():
+@pytest.mark.parametrize("chunk", [2, 4, 2048])
+def test_late_scores_are_maxsim_over_passages_and_their_best_sentence(chunk, monkeypatch):
+    # Rows are converted a chunk at a time straight from the blobs: chunks that end
+    # inside a passage, on its last row and after every passage all score alike.
+    monkeypatch.setattr(late, "_CHUNK", chunk)
     rng = np.random.default_rng(7)
     question = _unit(rng.normal(size=(3, 16)).astype(np.float32))
     passages = [_unit(rng.normal(size=(n, 16)).astype(np.float32)) for n in (5, 4, 6)]
@@ -227,3 +232,40 @@ def test_a_model_without_token_vectors_ranks_hybrid_as_fused(fake_qa, corpus):
         hybrid, fused = fake_qa.ask(question, retriever="hybrid"), fake_qa.ask(question, retriever="fused")
         assert [(h.passage.id, h.score) for h in hybrid.hits] == [(h.passage.id, h.score) for h in fused.hits]
         assert hybrid.hits
+
+
+@pytest.mark.model
+def test_work_on_worker_threads_answers_as_in_turn_and_concurrent_questions_as_one_at_a_time(
+    article_index, real_embedder, monkeypatch
+):
+    """The full-text search and the token-by-token scores run on worker threads beside
+    the question's embedding and vector searches (``qa.search.OVERLAP``): the answers
+    are the same as with that work in turn, for every retriever, for a search
+    restricted to one document, for a batch, and for questions asked from several
+    threads at once (the page serves several users)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import qa.search as search_module
+
+    qa = QA(article_index, embedder=real_embedder)
+    kestrel = next(d.path for d in qa.documents() if d.path.endswith(KESTREL))
+    questions = ["Who objected to the barrier?", "How much will the barrier cost?", "Who is Kostal's deputy?",
+                 "What did the minister promise?"]
+    asks = [(q, r, docs) for q in questions for r in ("hybrid", "fused", "lexical", "dense") for docs in (None, [kestrel])]
+
+    def answer(ask):
+        question, retriever, docs = ask
+        found = qa.ask(question, k=4, retriever=retriever, docs=docs)
+        return found.answered, found.confidence, [(h.passage.id, h.score, h.highlight_start, h.confidence) for h in found.hits]
+
+    monkeypatch.setattr(search_module, "OVERLAP", False)
+    in_turn = [answer(a) for a in asks]
+    batch_in_turn = [answer_of.hits for answer_of in qa.ask_many((None, q) for q in questions)]
+    monkeypatch.setattr(search_module, "OVERLAP", True)
+    assert [answer(a) for a in asks] == in_turn
+    assert [answer_of.hits for answer_of in qa.ask_many((None, q) for q in questions)] == batch_in_turn
+    with ThreadPoolExecutor(4) as users:
+        assert list(users.map(answer, asks * 2)) == in_turn * 2
+    restricted = [hits for (_, _, docs), (_, _, hits) in zip(asks, in_turn) if docs]
+    assert all(hits for (_, retriever, docs), (_, _, hits) in zip(asks, in_turn) if docs and retriever == "dense")
+    assert {p for hits in restricted for p, *_ in hits} <= {p.id for p in qa.snapshot().passages_of(kestrel)}

