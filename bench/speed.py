@@ -1,6 +1,6 @@
 """Speed and scale, beside the textbook pipeline, in one run.
 
-    python bench/speed.py [--data ../shared/bench/squad-dev] [--sizes 100000,1000000] [--no-torch]
+    python bench/speed.py [--data ../shared/bench/squad-dev] [--first N] [--sizes 100000,1000000] [--no-torch]
 
 Every measurement runs in its own child process, so each one's peak memory
 (``ru_maxrss``) and start-up cost are its own:
@@ -243,11 +243,27 @@ def table(rows: list[dict], header: list[str]) -> None:
         print("| " + " | ".join(_cell(h, row.get(h, "")) for h in header) + " |")
 
 
+def first_documents(data: Path, count: int, folder: Path) -> Path:
+    """A data folder of the first ``count`` documents of ``data`` (linked) and the questions
+    all of whose labeled documents are among them (``doc``, or every document of ``qrels``)."""
+    (folder / "docs").mkdir(parents=True)
+    chosen = sorted((data / "docs").iterdir())[:count]
+    for path in chosen:
+        (folder / "docs" / path.name).symlink_to(path.resolve())
+    names = {path.name for path in chosen}
+    kept = [q for q in _questions(data) if set(q.get("qrels") or [q.get("doc")]) <= names]
+    (folder / "questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in kept), encoding="utf-8")
+    print(f"{data}: the first {len(chosen)} documents and the {len(kept)} questions they answer")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "bench" / "squad-dev")
     parser.add_argument("--sizes", default="100000,1000000", help="synthetic index sizes, comma-separated ('' for none)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch back end row")
+    parser.add_argument("--first", type=int, default=0,
+                        help="only the first N documents of --data (by name), with the questions they answer")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--index", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -256,6 +272,8 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="qa-speed-"))
+    if args.first:
+        args.data = first_documents(args.data, args.first, work / "data")
     limit = {k: v for k, v in os.environ.items() if k.endswith("MAX_CPU_ISA")}
     print(f"ISA limit: {limit or 'none'}\n")
     rows = [{"pipeline": "textbook (blank-line split, ST encode, IndexFlatIP)", **run_phase("textbook", args.data, work / "x")}]

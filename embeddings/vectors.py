@@ -1,9 +1,10 @@
 """A FAISS inner-product index keyed by caller-chosen integer ids, structured by size.
 
 Vectors are unit length, so inner product is cosine similarity. Below ``FLAT_MAX``
-vectors the index is exact (``IndexIDMap2(IndexFlatIP)``); from there on it is an
-inverted file (``IndexIVFFlat``, inner product, spherical k-means lists, a hashtable
-direct map so that any id can be reconstructed or removed), which is approximate:
+vectors the index is exact (``IndexIDMap2(IndexScalarQuantizer)``, a flat scan); from
+there on it is an inverted file (``IndexIVFScalarQuantizer``, inner product,
+spherical k-means lists, a hashtable direct map so that any id can be
+reconstructed or removed), which is approximate:
 a query scans only the ``nprobe`` lists whose centroids are nearest to it. The
 structure changes only in ``restructure()``, which ``save()`` calls first, so an
 index keeps one structure while a writer adds and removes, and the file written
@@ -33,6 +34,17 @@ machine's other load):
   a p50 query of 6-10 and 14-15 ms; nprobe 32 gave 0.932 and 0.952. On uniformly
   random vectors, which have no neighbourhoods, it is about the share scanned
   (0.21 at 1M): the bound for data without structure.
+
+Either structure stores each vector in float16 (FAISS's scalar quantizer
+``QT_fp16``: ``IndexIDMap2(IndexScalarQuantizer)`` flat, ``IndexIVFScalarQuantizer``
+without residuals as an inverted file), half of float32's bytes; scores are
+those of the float16 vectors, which ``vectors()`` returns. A query scans half
+the memory: on SciFact's 56,813 sentence vectors one flat scan took 1.46 ms
+instead of 3.73, and its top 100 were 99.99% those of float32 (bf16: 1.51 ms,
+99.92%; 8 bits a dimension: 1.34 ms, 99.59%, and ranges to train). A float16
+component is within 2^-11 of the float32 one (a cosine moves by about 1e-4).
+Float32 files, written by earlier versions, load and search as they are; a
+``save`` writes float16.
 
 Filtered search (``allowed=``) on an IVF index stays exact for up to
 ``EXACT_ALLOWED_MAX`` distinct ids: those vectors are scored directly. A larger
@@ -109,18 +121,32 @@ class VectorIndex:
         self._set(index if index is not None else _new_flat(dimension))
 
     def _set(self, index: faiss.Index) -> None:
-        if isinstance(index, faiss.IndexIVFFlat):
+        if isinstance(index, (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer)):
+            if isinstance(index, faiss.IndexIVFScalarQuantizer) and (index.by_residual or not _is_fp16(index.sq)):
+                raise ValueError("unsupported inverted file: only float16 codes without residuals are read")
             if index.direct_map.type != faiss.DirectMap.Hashtable:
                 index.set_direct_map_type(faiss.DirectMap.Hashtable)
             index.nprobe = ivf_probes(index.nlist)
-        elif not isinstance(index, faiss.IndexIDMap2):
+        elif isinstance(index, faiss.IndexIDMap2):
+            inner = faiss.downcast_index(index.index)
+            if not isinstance(inner, faiss.IndexFlatIP) and not (
+                isinstance(inner, faiss.IndexScalarQuantizer) and _is_fp16(inner.sq)
+            ):
+                raise ValueError(f"unsupported FAISS index type {type(inner).__name__} in an id map")
+        else:
             raise ValueError(f"unsupported FAISS index type {type(index).__name__}")
         self._index = index
 
     @property
     def kind(self) -> str:
         """``"flat"`` (exact) or ``"ivf"`` (approximate)."""
-        return "ivf" if isinstance(self._index, faiss.IndexIVFFlat) else "flat"
+        return "ivf" if isinstance(self._index, faiss.IndexIVF) else "flat"
+
+    @property
+    def stored(self) -> str:
+        """How a vector is stored: ``"float16"``, or ``"float32"`` in a file of an earlier version."""
+        inner = self._index if self.kind == "ivf" else faiss.downcast_index(self._index.index)
+        return "float32" if isinstance(inner, (faiss.IndexFlat, faiss.IndexIVFFlat)) else "float16"
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -220,19 +246,19 @@ class VectorIndex:
         """Change to the structure the current size calls for; True if it changed."""
         n = len(self)
         if self.kind == "flat":
-            if n < self.flat_max:
+            target = "flat" if n < self.flat_max else "ivf"
+            if target == "flat" and self.stored == "float16":
                 return False
-            target = "ivf"
         elif n < self.flat_max // 2:
             target = "flat"
         else:
             trained, wanted = self._index.nlist, ivf_lists(n)
             # Lists go as sqrt(n): a 4x change in n is a 2x change in lists.
             ratio = math.sqrt(RETRAIN_FACTOR)
-            if wanted <= trained * ratio and wanted * ratio >= trained:
+            if wanted <= trained * ratio and wanted * ratio >= trained and self.stored == "float16":
                 return False
             target = "ivf"
-        old = self.kind
+        old = self.describe()
         new = self._build_ivf(n) if target == "ivf" else _new_flat(self.dimension)
         for ids, vectors in self._contents():
             new.add_with_ids(vectors, ids)
@@ -241,12 +267,12 @@ class VectorIndex:
         return True
 
     def describe(self) -> str:
-        """The structure in words, e.g. ``flat`` or ``ivf nlist=4000 nprobe=125``."""
+        """The structure in words, e.g. ``flat float16`` or ``ivf nlist=4000 nprobe=125 float16``."""
         if self.kind == "flat":
-            return "flat"
-        return f"ivf nlist={self._index.nlist} nprobe={self._index.nprobe}"
+            return f"flat {self.stored}"
+        return f"ivf nlist={self._index.nlist} nprobe={self._index.nprobe} {self.stored}"
 
-    def _build_ivf(self, n: int) -> faiss.IndexIVFFlat:
+    def _build_ivf(self, n: int) -> faiss.IndexIVFScalarQuantizer:
         nlist = ivf_lists(n)
         ids = np.sort(self._ids())
         rng = np.random.default_rng(SEED)
@@ -254,7 +280,9 @@ class VectorIndex:
         sample = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else np.arange(n)
         training = self.vectors(ids[sample])
         quantizer = faiss.IndexFlatIP(self.dimension)
-        index = faiss.IndexIVFFlat(quantizer, self.dimension, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, self.dimension, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT, False
+        )
         index.cp.seed = SEED
         index.cp.niter = KMEANS_ITERATIONS
         index.cp.spherical = True  # centroids on the unit sphere, like the vectors
@@ -300,7 +328,8 @@ class VectorIndex:
                 codes_ptr = invlists.get_codes(list_no)
                 codes = faiss.rev_swig_ptr(codes_ptr, size * invlists.code_size).copy()
                 invlists.release_codes(list_no, codes_ptr)
-                batch_vectors.append(codes.view(np.float32).reshape(size, self.dimension))
+                stored = np.float32 if invlists.code_size == 4 * self.dimension else np.float16
+                batch_vectors.append(codes.view(stored).reshape(size, self.dimension).astype(np.float32))
             held += size
             if held >= _CHUNK:
                 yield np.concatenate(batch_ids), np.concatenate(batch_vectors) if vectors else None
@@ -330,7 +359,15 @@ class VectorIndex:
 
 
 def _new_flat(dimension: int) -> faiss.Index:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+    inner = faiss.IndexScalarQuantizer(dimension, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIDMap2(inner)
+    index.own_fields = True
+    inner.this.disown()  # the id map owns and frees it
+    return index
+
+
+def _is_fp16(quantizer: faiss.ScalarQuantizer) -> bool:
+    return quantizer.qtype == faiss.ScalarQuantizer.QT_fp16
 
 
 def _top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -298,7 +298,9 @@ class QA:
         """Merge the index's segments into one, dropping what removed documents left in them.
 
         Commits merge small segments as they go; this rewrites everything once
-        (as long as a full index copy), for the fewest files and the least disk.
+        (as long as a full index copy), for the fewest files and the least disk,
+        also an index of one segment, whose vectors an earlier version may have
+        written in float32 (this one writes float16).
         Returns ``{"segments": before, "after": 1, ...}``.
         """
         before = read_manifest(self.index_dir)

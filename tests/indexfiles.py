@@ -53,8 +53,8 @@ def catalog_counts(index: Path) -> dict[str, int]:
 
 def as_one_catalog(index: Path, version: int = 5) -> Path:
     """Rewrite a one-segment index as versions before segments wrote it: one catalog
-    (the segment's tables and the paths) named by the manifest beside two vector files.
-    Returns the catalog."""
+    (the segment's tables and the paths) named by the manifest beside two vector files
+    of float32 vectors. Returns the catalog."""
     m = manifest_of(index)
     (segment,) = m["segments"]
     generation = m["generation"]
@@ -73,7 +73,8 @@ def as_one_catalog(index: Path, version: int = 5) -> Path:
     files = {"catalog": catalog.name}
     for key in ("passages", "sentences"):
         name = f"{key}-{generation}.faiss"
-        (index / segment["files"][key]).rename(index / name)
+        as_float32(index / segment["files"][key], index / name)
+        (index / segment["files"][key]).unlink()
         files[key] = name
     old = {
         "format": version, "generation": generation, "model": m["model"], "settings": m["settings"],
@@ -83,3 +84,17 @@ def as_one_catalog(index: Path, version: int = 5) -> Path:
     }
     (index / "manifest.json").write_text(json.dumps(old), encoding="utf-8")
     return catalog
+
+
+def as_float32(source: Path, target: Path) -> None:
+    """Write the vectors of ``source`` as versions before float16 stored them (``IndexFlatIP``)."""
+    import faiss
+    import numpy as np
+
+    index = faiss.read_index(str(source))
+    inner = faiss.downcast_index(index.index)
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(index.d))
+    if len(ids):
+        old.add_with_ids(inner.reconstruct_n(0, len(ids)), ids)
+    faiss.write_index(old, str(target))

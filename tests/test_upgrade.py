@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from embeddings import VectorIndex
 from qa import QA
 from qa.cli import cli
 from indexfiles import as_one_catalog
@@ -113,6 +114,18 @@ def test_upgrade_keeps_the_citations_and_answers_of_a_new_index(old_index, real_
     # The previous generation's files are gone; only the new one is left.
     after = set(p.name for p in old_index.iterdir())
     assert not (after & before_files - {"manifest.json", ".lock"})
+    # Migrated vectors stay as the earlier version wrote them (float32) until ``qa compact``
+    # writes the index again, in float16 as a new index keeps them, with the same answers.
+    (segment,) = read_manifest(old_index)["segments"]
+    stored = VectorIndex.load(old_index / segment["files"]["sentences"], real_embedder.dimension).stored
+    assert stored == ("float32" if found in (4, 5) else "float16")
+    qa.compact()
+    (segment,) = read_manifest(old_index)["segments"]
+    for key in ("passages", "sentences"):
+        assert VectorIndex.load(old_index / segment["files"][key], real_embedder.dimension).stored == "float16"
+    for question in ("How much will the barrier cost?", "Who is Kostal's deputy?"):
+        ours, theirs = qa.ask(question, k=3), fresh.ask(question, k=3)
+        assert [(h.citation, round(h.score, 4)) for h in ours.hits] == [(h.citation, round(h.score, 4)) for h in theirs.hits]
 
 
 def read_manifest_raw(folder: Path) -> dict:

@@ -1,4 +1,8 @@
-"""The FAISS index against brute force: same ids, same scores, same order."""
+"""The FAISS index against brute force: same ids, same scores, same order.
+
+The index keeps vectors in float16; the test data are unit vectors rounded to
+float16, so that brute force over them is what the index must find exactly.
+``test_vectors_are_kept_in_float16`` checks the rounding of any vector."""
 
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ DIM = 24
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     v = rng.standard_normal((n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return as_stored(v / np.linalg.norm(v, axis=1, keepdims=True))
+
+
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as float16 holds them."""
+    return vectors.astype(np.float16).astype(np.float32)
 
 
 @pytest.fixture
@@ -144,7 +153,7 @@ def few_probes(monkeypatch):
 def clustered(rng: np.random.Generator, n: int, centres: int = 40, spread: float = 1.2) -> np.ndarray:
     c = unit_vectors(rng, centres)
     v = c[rng.integers(centres, size=n)] + spread * rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    return as_stored(v / np.linalg.norm(v, axis=1, keepdims=True))
 
 
 def near(rng: np.random.Generator, vectors: np.ndarray, n: int) -> np.ndarray:
@@ -187,7 +196,7 @@ def test_flat_until_the_threshold_then_ivf_at_save(tmp_path):
     assert index.kind == "flat"
     index.save(tmp_path / "b.faiss")
     assert index.kind == "ivf" and len(index) == SMALL
-    assert isinstance(faiss.read_index(str(tmp_path / "b.faiss")), faiss.IndexIVFFlat)
+    assert isinstance(faiss.read_index(str(tmp_path / "b.faiss")), faiss.IndexIVFScalarQuantizer)
     assert VectorIndex.load(tmp_path / "b.faiss", DIM, flat_max=SMALL).kind == "ivf"
     assert index.describe().startswith("ivf nlist=")
 
@@ -208,7 +217,7 @@ def test_ivf_finds_a_stored_vector_first(big):
     index, ids, vectors, _ = big
     for row in (0, 17, 3999):
         got, scores = index.search(vectors[row], 1)
-        assert got.tolist() == [ids[row]] and scores[0] == pytest.approx(1.0, abs=1e-5)
+        assert got.tolist() == [ids[row]] and scores[0] == pytest.approx(vectors[row] @ vectors[row], abs=1e-5)
 
 
 def test_ivf_returns_k_results_even_when_the_probed_lists_hold_fewer(big):
@@ -363,16 +372,46 @@ def test_a_flat_file_from_before_loads_and_converts_at_the_next_save(tmp_path):
     got, _ = index.search(query, 10)
     assert got.tolist() == brute_force(ids, vectors, query, 10)[0].tolist()
     index.save(tmp_path / "new.faiss")
-    assert index.kind == "ivf"
+    assert index.kind == "ivf" and index.stored == "float16"
     np.testing.assert_array_equal(index.vectors(ids[[0, 1499]].tolist()), vectors[[0, 1499]])
-    # The default threshold leaves an index of this size flat.
-    assert VectorIndex.load(tmp_path / "old.faiss", DIM).kind == "flat"
+    # The default threshold leaves an index of this size flat, and a save writes it in float16.
+    small = VectorIndex.load(tmp_path / "old.faiss", DIM)
+    assert small.describe() == "flat float32"
+    small.save(tmp_path / "small.faiss")
+    again = VectorIndex.load(tmp_path / "small.faiss", DIM)
+    assert again.describe() == "flat float16" and len(again) == 1500
+    np.testing.assert_array_equal(again.vectors(ids.tolist()), vectors)
+    assert (tmp_path / "small.faiss").stat().st_size < 0.6 * (tmp_path / "old.faiss").stat().st_size
+
+
+def test_vectors_are_kept_in_float16(tmp_path):
+    """Any unit vector comes back within half a float16 step a component, and the scores are
+    those of the vectors kept: a cosine moves by about 1e-4 at most."""
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal((500, 384)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    index = VectorIndex(384)
+    index.add(list(range(500)), v)
+    index.save(tmp_path / "v.faiss")
+    kept = VectorIndex.load(tmp_path / "v.faiss", 384).vectors(list(range(500)))
+    assert index.stored == "float16"
+    step = np.spacing(np.abs(v).astype(np.float16)).astype(np.float32)
+    assert np.all(np.abs(kept - v) <= step / 2 + 1e-9)
+    query = v[7] + 0.3 * v[8]
+    query /= np.linalg.norm(query)
+    ids, scores = index.search(query, 500)
+    np.testing.assert_allclose(scores, kept[ids] @ query, atol=1e-5)
+    assert np.abs(scores - v[ids] @ query).max() < 2e-4
 
 
 def test_an_unsupported_index_file_is_refused(tmp_path):
     faiss.write_index(faiss.IndexFlatIP(DIM), str(tmp_path / "plain.faiss"))
     with pytest.raises(ValueError):
         VectorIndex.load(tmp_path / "plain.faiss", DIM)
+    eight_bits = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_8bit_direct))
+    faiss.write_index(eight_bits, str(tmp_path / "sq8.faiss"))
+    with pytest.raises(ValueError, match="IndexScalarQuantizer"):
+        VectorIndex.load(tmp_path / "sq8.faiss", DIM)
 
 
 def test_a_search_leaves_the_callers_thread_count_as_it_was(data):

@@ -439,7 +439,7 @@ class Writer:
             fresh = {"passages": self.passage_vectors, "sentences": self.sentence_vectors}
         else:
             fresh = {}
-        if self._compact and (len(segments) > 1 or (segments and self._has_removed(db))):
+        if self._compact and segments:  # even one segment: written again in this version's layout
             run = (0, len(segments))
         else:
             run = choose_merge([s["counts"]["passages"] for s in segments])
@@ -496,7 +496,10 @@ class Writer:
         return manifest
 
     def compact(self) -> None:
-        """Have the commit merge every segment into one, leaving out removed documents (``qa compact``)."""
+        """Have the commit write every segment again as one, leaving out removed documents (``qa compact``).
+
+        Also with one segment: its vectors are then written as this version stores them
+        (float16; an index of an earlier version keeps float32 until it is merged)."""
         self._compact = True
 
     @staticmethod
@@ -506,10 +509,6 @@ class Writer:
             f"SELECT 1 FROM {schema}.documents WHERE id NOT IN (SELECT doc_id FROM main.removed) LIMIT 1"
         ).fetchone()
         return left is None
-
-    @staticmethod
-    def _has_removed(db: sqlite3.Connection) -> bool:
-        return db.execute("SELECT 1 FROM main.removed LIMIT 1").fetchone() is not None
 
 
 def live_file_names(manifest: dict) -> list[str]:
