@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -129,6 +130,7 @@ def index_paths(
 
     files = list(_existing_files(paths, report))
     bar = _progress_bar(len(files), progress)
+    embedding = Pipeline(writer, report, bar)
     try:
         for file, name in files:
             seen.add(name)
@@ -140,8 +142,10 @@ def index_paths(
                     continue
                 stat, data, sha = looked
                 source = str(Path(file).resolve())
-                if writer.has_content(sha) or any(p.sha256 == sha for p in pending):
-                    _flush(pending, writer, embedder, report, bar)
+                if writer.has_content(sha) or embedding.holds(sha) or any(p.sha256 == sha for p in pending):
+                    # The content's first copy is stored before a second path names it.
+                    embedding.submit(pending, embedder)
+                    embedding.finish()
                     pending = []
                     writer.add_alias(name, sha256=sha, source=source, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
                     (report.updated if previous else report.added).append(name)
@@ -162,10 +166,12 @@ def index_paths(
             (report.updated if previous else report.added).append(name)
             pending.append(Pending(name, source, sha, stat.st_size, stat.st_mtime_ns, extracted, passages))
             if sum(len(p.passages) for p in pending) >= EMBED_GROUP:
-                _flush(pending, writer, embedder, report, bar)
+                embedding.submit(pending, embedder)
                 pending = []
-        _flush(pending, writer, embedder, report, bar)
+        embedding.submit(pending, embedder)
+        embedding.finish()
     finally:
+        embedding.close()
         bar.close()
 
     if prune:
@@ -175,10 +181,51 @@ def index_paths(
     return report
 
 
-def _flush(pending: list[Pending], writer: Writer, embedder, report: IndexReport, bar) -> None:
-    if pending:
-        embed_and_store(pending, writer, embedder, report)
-        bar.update(len(pending))
+class Pipeline:
+    """Embeds one group of documents on a worker thread while the caller reads and splits the next.
+
+    The model's forward passes run in OpenVINO's (or PyTorch's) own threads and
+    leave the GIL, so reading and splitting the next files (pysbd's sentence
+    splitting is most of it, all Python) fill the cores the model leaves idle
+    between its batches, where before the two took turns. Storing stays on the
+    caller's thread, in file order, so the writer sees what it saw before:
+    a group is stored before the next is submitted, and ``finish`` waits for it.
+    """
+
+    def __init__(self, writer: Writer, report: IndexReport, bar) -> None:
+        self.writer, self.report, self.bar = writer, report, bar
+        self._threads: ThreadPoolExecutor | None = None
+        self._running: tuple[list[Pending], Future] | None = None
+
+    def holds(self, sha256: str) -> bool:
+        """Whether a document of this content is being embedded (not yet stored)."""
+        return self._running is not None and any(p.sha256 == sha256 for p in self._running[0])
+
+    def submit(self, pending: list[Pending], embedder) -> None:
+        """Store the group embedded so far, then start embedding ``pending`` (if any)."""
+        self.finish()
+        if not pending:
+            return
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-embed")
+        self._running = (pending, self._threads.submit(embed, pending, embedder))
+
+    def finish(self) -> None:
+        """Wait for the group being embedded and store it; its error, if any, is raised here."""
+        if self._running is None:
+            return
+        pending, future = self._running
+        self._running = None
+        vectors = future.result()
+        store(pending, vectors, self.writer)
+        self.report.passages_embedded += len(vectors.passages)
+        self.report.sentences_embedded += len(vectors.sentences)
+        self.bar.update(len(pending))
+
+    def close(self) -> None:
+        """Let a group still embedding (after an error) end, storing nothing."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
 
 
 def look(file, name: str, previous: PathState | None, writer: Writer, report: IndexReport, *, max_bytes: int):

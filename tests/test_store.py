@@ -586,6 +586,58 @@ def test_many_files_are_embedded_in_groups_and_stay_aligned(fake_qa, tmp_path, f
     assert (hit.passage.doc, hit.passage.paragraph) == ("many/f17.txt", 14)
 
 
+
+def test_groups_embedded_while_the_next_is_split_store_as_one_group(tmp_path, monkeypatch):
+    """Indexing embeds one group on a worker thread while it reads and splits the next
+    (``qa.ingest.Pipeline``): groups of 7 passages give the index one group gives, a copy of
+    a file whose first copy is still being embedded names the same content, and a model
+    that fails on the third group leaves the previous generation as it was."""
+    import qa.ingest as ingest
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for f in range(12):
+        paragraphs = [f"File {f} paragraph {n} says fact{f}x{n}. It has a second sentence." for n in range(4)]
+        (root / f"f{f:02}.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
+    (root / "f05 copy.txt").write_bytes((root / "f05.txt").read_bytes())  # right after f05: in flight
+
+    def build(name: str, embedder) -> QA:
+        qa = QA(tmp_path / name, embedder=embedder)
+        report = qa.index([root])
+        assert len(report.added) == 13 and report.passages_embedded == 48
+        return qa
+
+    whole = build("whole", FakeEmbedder())
+    monkeypatch.setattr(ingest, "EMBED_GROUP", 7)
+    grouped = build("grouped", FakeEmbedder())
+    assert_vectors_match_text(grouped)
+    assert [(d.path, d.sha256, d.passages, d.same_as) for d in grouped.documents()] == [
+        (d.path, d.sha256, d.passages, d.same_as) for d in whole.documents()
+    ]
+    copy = next(d for d in grouped.documents() if d.path.endswith("f05 copy.txt"))
+    assert copy.same_as == ("many/f05.txt",)
+    for question in ("fact3x2", "fact11x0", "second sentence"):
+        a, b = grouped.ask(question, retriever="lexical"), whole.ask(question, retriever="lexical")
+        assert [(h.citation, h.score) for h in a.hits] == [(h.citation, h.score) for h in b.hits]
+
+    class FailsThird(FakeEmbedder):
+        calls = 0
+
+        def encode(self, texts, batch_size=32, progress=False):
+            if texts:
+                FailsThird.calls += 1
+                if FailsThird.calls == 3:
+                    raise RuntimeError("model crashed on the third group")
+            return super().encode(texts, batch_size=batch_size, progress=progress)
+
+    before = folder_state(grouped.index_dir)
+    for f in range(12):
+        (root / f"f{f:02}.txt").write_text(f"New text {f}. Two paragraphs.\n\nOf file {f}.", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="third group"):
+        QA(grouped.index_dir, embedder=FailsThird()).index([root])
+    assert folder_state(grouped.index_dir) == before
+    assert grouped.ask("fact3x2", retriever="lexical").hits[0].passage.doc == "many/f03.txt"
+
 # -- readers and writers together ---------------------------------------------------------------
 
 
