@@ -314,6 +314,7 @@ class VectorIndex:
                 yield all_ids[start:stop], flat.reconstruct_n(start, stop - start) if vectors else None
             return
         invlists = index.invlists
+        stored = np.float16 if self.stored == "float16" else np.float32
         batch_ids: list[np.ndarray] = []
         batch_vectors: list[np.ndarray] = []
         held = 0
@@ -328,7 +329,6 @@ class VectorIndex:
                 codes_ptr = invlists.get_codes(list_no)
                 codes = faiss.rev_swig_ptr(codes_ptr, size * invlists.code_size).copy()
                 invlists.release_codes(list_no, codes_ptr)
-                stored = np.float32 if invlists.code_size == 4 * self.dimension else np.float16
                 batch_vectors.append(codes.view(stored).reshape(size, self.dimension).astype(np.float32))
             held += size
             if held >= _CHUNK:

@@ -216,10 +216,7 @@ class Pipeline:
             return
         pending, future = self._running
         self._running = None
-        vectors = future.result()
-        store(pending, vectors, self.writer)
-        self.report.passages_embedded += len(vectors.passages)
-        self.report.sentences_embedded += len(vectors.sentences)
+        store_counted(pending, future.result(), self.writer, self.report)
         self.bar.update(len(pending))
 
     def close(self) -> None:
@@ -382,12 +379,16 @@ def store(pending: Sequence[Pending], vectors: Vectors, writer: Writer) -> None:
         s_at += n_sentences
 
 
-def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: IndexReport) -> None:
-    """Embed the documents' passages (and sentences and tokens) in one call and add them to ``writer``."""
-    vectors = embed(pending, embedder)
+def store_counted(pending: Sequence[Pending], vectors: Vectors, writer: Writer, report: IndexReport) -> None:
+    """``store``, and count what was embedded in ``report``."""
     store(pending, vectors, writer)
     report.passages_embedded += len(vectors.passages)
     report.sentences_embedded += len(vectors.sentences)
+
+
+def embed_and_store(pending: list[Pending], writer: Writer, embedder, report: IndexReport) -> None:
+    """Embed the documents' passages (and sentences and tokens) in one call and add them to ``writer``."""
+    store_counted(pending, embed(pending, embedder), writer, report)
 
 
 class _NoBar:

@@ -235,7 +235,7 @@ def gather_signals(
         "passage": np.array([c.passage_cosine for c in candidates]),
         "sentence": np.array([c.sentence_cosine for c in candidates]),
     }
-    late = None
+    late = late_job = None
     if retriever == "hybrid" and question_tokens is not None:
         # Token by token on a worker thread (SQLite and BLAS leave the GIL) while this one
         # finds the sentences' words: 5 ms of a SciFact question beside 3.
@@ -246,7 +246,7 @@ def gather_signals(
         values["coverage"] = np.array([_weighted_coverage(weights, w) for w in words])
     if retriever == "hybrid":  # the document-level signals only hybrid weighs
         _document_signals(snapshot, query_vector, candidates, values)
-    if retriever == "hybrid" and question_tokens is not None:
+    if late_job is not None:
         late = late_job.result()
         if late is not None:
             values["late_whole"], values["late_sentence"] = late.whole, late.best_sentence
