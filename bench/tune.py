@@ -16,7 +16,7 @@ Then the confidence (``qa.confidence``): a logistic regression of the first
 passage's features, "right" (the gold paragraph, or a relevant document)
 against questions from outside the index (``quality.outside_questions``),
 fitted on the odd halves with every set and kind weighing the same, once with
-the token-by-token feature and once without; the threshold is the highest
+the token-by-token features and once without (``LATE_FEATURES``); the threshold is the highest
 that still answers 97% of the right first passages on every set's odd half.
 Prints the coefficients to copy into ``qa/confidence.py`` and both halves'
 figures.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from qa import QA  # noqa: E402
 from qa.evaluate import Gold, document_scores, ranked_documents, read_labeled  # noqa: E402
-from qa.confidence import FEATURES  # noqa: E402
+from qa.confidence import FEATURES, LATE_FEATURES  # noqa: E402
 from qa.search import WEIGHTS, confidence_features, fuse  # noqa: E402
 
 from quality import SETS, half, open_index, outside_questions  # noqa: E402
@@ -139,7 +139,7 @@ def calibrate(sets, outside, weights, use_late: bool) -> dict:
                     out.append((name, "outside", f, 0.0))
         return out
 
-    keep = [i for i, f in enumerate(FEATURES) if use_late or f != "late"]
+    keep = [i for i, f in enumerate(FEATURES) if use_late or f not in LATE_FEATURES]
     train = rows("odd")
     groups = {}
     for name, kind, _, _ in train:

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from qa import late as late_interaction
-from qa.confidence import confidence as calibrated, threshold
+from qa.confidence import FEATURES as CONFIDENCE_FEATURES, confidence as calibrated, threshold
 from qa.lexical import STOP_WORDS, fts_query, question_terms
 from qa.records import Answer, Hit
 from qa.storage import Reader
@@ -240,10 +240,10 @@ def gather_signals(
         # Token by token on a worker thread (SQLite and BLAS leave the GIL) while this one
         # finds the sentences' words: 5 ms of a SciFact question beside 3.
         late_job = _on(_LATE_THREAD, _late_scores, snapshot, question_tokens, [c.passage_id for c in candidates])
-    if retriever in WEIGHTS:
-        words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
-        weights = _term_weights(terms, [set().union(*w) for w in words])
-        values["coverage"] = np.array([_weighted_coverage(weights, w) for w in words])
+    # Every retriever: the fused ones rank by it, and the confidence reads it (``qa.confidence``).
+    words = [_sentence_words(c, passages[c.passage_id]) for c in candidates]
+    weights = _term_weights(terms, [set().union(*w) for w in words])
+    values["coverage"] = np.array([_weighted_coverage(weights, w) for w in words])
     if retriever == "hybrid":  # the document-level signals only hybrid weighs
         _document_signals(snapshot, query_vector, candidates, values)
     if late_job is not None:
@@ -273,10 +273,21 @@ def _document_signals(snapshot: Reader, query_vector: np.ndarray, candidates, va
 
 
 def confidence_features(signals: Signals, i: int) -> tuple[tuple[float, ...], bool]:
-    """Candidate ``i``'s values of ``qa.confidence.FEATURES``, and whether the token-by-token ones are known."""
-    c = signals.candidates[i]
-    late = signals.values.get("late_whole")
-    return (c.sentence_cosine, c.passage_cosine, 0.0 if late is None else float(late[i])), late is not None
+    """Candidate ``i``'s values of ``qa.confidence.FEATURES``, and whether the token-by-token ones are known
+    (when not, they are 0)."""
+    c, values = signals.candidates[i], signals.values
+    late, late_sentence = values.get("late_whole"), values.get("late_sentence")
+    known = late is not None and late_sentence is not None
+    features = {
+        "sentence": c.sentence_cosine,
+        "passage": c.passage_cosine,
+        "late": float(late[i]) if known else 0.0,
+        "late_sentence": float(late_sentence[i]) if known else 0.0,
+        "coverage": float(values["coverage"][i]),
+        "median_sentence": float(np.median(values["sentence"])),
+        "median_late": float(np.median(late)) if known else 0.0,
+    }
+    return tuple(features[name] for name in CONFIDENCE_FEATURES), known
 
 
 def passage_confidence(signals: Signals, i: int) -> float:
