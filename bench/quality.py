@@ -25,7 +25,9 @@ Abstention: each index is also asked questions from outside it, the seeds'
 near-topic questions that they cannot answer (for the seeds) and a sample of
 every other set's questions; ``abstained outside`` is the share of those that
 get ``answered == false``, ``answered when right`` the share answered of the
-set's own questions whose first result is right.
+set's own questions whose first result is right. The default is measured
+twice: with its confidence, and with the previous model
+(``PREVIOUS_CONFIDENCE``), the baseline of the same run.
 
 Prints markdown tables and then one JSON line with every figure.
 """
@@ -36,6 +38,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qa import QA  # noqa: E402
+from qa import confidence as confidence_module  # noqa: E402
 from qa.evaluate import read_labeled, score_questions, summarize  # noqa: E402
 from qa.search import RETRIEVERS  # noqa: E402
 
@@ -62,6 +66,21 @@ OUTSIDE_SAMPLE = 150
 HALVES = ("odd", "even", "all")
 # Abstention is measured for these (the default, and the fused ranking it adds to).
 ABSTENTION_RETRIEVERS = ("hybrid", "fused")
+# The baseline of the default's confidence, measured in the same run: the model before the
+# candidates' medians joined it (the first three of ``qa.confidence.FEATURES``), and its threshold.
+PREVIOUS_CONFIDENCE = ((-7.506, 4.02, 3.071, 7.52, 0.0, 0.0, 0.0, 0.0), 0.15)
+PREVIOUS = "hybrid, previous confidence"
+
+
+@contextmanager
+def confidence_model(coefficients: tuple[float, ...], answer_threshold: float):
+    """Score with another confidence model (``qa.confidence``'s coefficients and threshold) inside."""
+    saved = confidence_module.COEFFICIENTS, confidence_module.ANSWER_CONFIDENCE
+    confidence_module.COEFFICIENTS, confidence_module.ANSWER_CONFIDENCE = coefficients, answer_threshold
+    try:
+        yield
+    finally:
+        confidence_module.COEFFICIENTS, confidence_module.ANSWER_CONFIDENCE = saved
 
 
 def table(rows: list[dict], header: list[str]) -> None:
@@ -152,16 +171,23 @@ def main() -> None:
                     rows[h][retriever]["seeds R@5"] = s["recall@5"]
             print(f"{name} {retriever}: {s[metric]} {metric} ({seconds:.0f} s)", file=sys.stderr)
         outside = outside_questions(name, args.limit)
-        for retriever in [r for r in retrievers if r in ABSTENTION_RETRIEVERS]:
+        measured = [r for r in retrievers if r in ABSTENTION_RETRIEVERS]
+        for retriever in measured + ([PREVIOUS] if "hybrid" in measured else []):
+            model = confidence_model(*PREVIOUS_CONFIDENCE) if retriever == PREVIOUS else nullcontext()
+            asked = "hybrid" if retriever == PREVIOUS else retriever
+            with model:
+                if retriever == PREVIOUS:  # the own questions again, judged by the previous model
+                    mine = score_questions(qa, questions, retriever=asked, k=k)
+                    figures["sets"][name][retriever] = {h: summarize(half(mine, h), retriever=asked, k=k) for h in HALVES}
+                outcomes = score_questions(qa, [q for q, _ in outside], retriever=asked, k=10)
             own = figures["sets"][name][retriever]["all"]
-            outcomes = score_questions(qa, [q for q, _ in outside], retriever=retriever, k=10)
             if retriever == "hybrid":
                 judged.setdefault(name, []).extend((o.confidence, False) for o in outcomes)
             by_source: dict[str, list] = {}
             for (_, source), o in zip(outside, outcomes):
                 by_source.setdefault(source, []).append(not o.answered)
             shares = {s: round(sum(v) / len(v), 4) for s, v in by_source.items()}
-            halves = {h: summarize(half(outcomes, h), retriever=retriever, k=10)["abstained_outside"] for h in HALVES}
+            halves = {h: summarize(half(outcomes, h), retriever=asked, k=10)["abstained_outside"] for h in HALVES}
             figures["abstention"].setdefault(name, {})[retriever] = {"by_source": shares, **halves}
             calibration.append({
                 "index": name, "retriever": retriever,
